@@ -1,0 +1,137 @@
+"""The contracts between the parts (DESIGN.md), in one place: run id, tokens, registry.
+
+The launcher -> agent env table, the agent protocol and the result.json keys live in
+`agent/protocol.py` (the agent imports nothing from ml_agent); `protocol` below is that
+same module, loaded from its file. Standard library only: `ml-agent validate` imports this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import os
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+#: The repository files shipped into the sandbox (agent/, .claude/) and the shipped configs.
+ROOT = Path(__file__).resolve().parent.parent
+AGENT_DIR = ROOT / "agent"
+CLAUDE_DIR = ROOT / ".claude"
+CONFIGS_DIR = ROOT / "configs"
+
+
+def _load_protocol() -> ModuleType:
+    name = "ml_agent_protocol"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, AGENT_DIR / "protocol.py")
+    assert spec is not None and spec.loader is not None, "agent/protocol.py is missing"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+protocol = _load_protocol()
+
+
+# -- Run id --------------------------------------------------------------------------------
+RUN_ID_RE = re.compile(r"^\d{8}-\d{4}-[0-9a-f]{6}$")
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Short, sortable, URL-safe: `20261126-0315-a1b2c3` (UTC minute + 24 random bits)."""
+    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime(time.time() if now is None else now))
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def run_dir(data_mount: str, run_id: str) -> str:
+    """The run folder inside the sandbox: `<data mount>/runs/<run id>`."""
+    return f"{data_mount.rstrip('/')}/runs/{run_id}"
+
+
+# -- Run tokens and the token store --------------------------------------------------------
+TOKEN_PREFIX = "mla-run-"
+TOKEN_PLACEHOLDER = "<run token>"
+
+
+def mint_token() -> str:
+    """A fresh random run token (shown once; the store keeps only its hash)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRecord:
+    """What the token store keeps for one run token (under sha256(token))."""
+
+    run_id: str
+    expires_at: float  # unix seconds
+    budget_usd: float | None = None
+    revoked: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenRecord:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+class TokenStore(Protocol):
+    """sha256(token) -> TokenRecord. A modal.Dict on Modal, a dict in memory locally."""
+
+    def get(self, token_hash: str) -> TokenRecord | None: ...
+    def put(self, token_hash: str, record: TokenRecord) -> None: ...
+
+
+class UsageSink(Protocol):
+    """Where the proxy adds metered usage, per run; `ps` and result.json read it back."""
+
+    def add(self, run_id: str, usage: dict[str, float]) -> dict[str, float]:
+        """Add `usage` to the run's totals and return the new totals."""
+        ...
+
+    def get(self, run_id: str) -> dict[str, float]: ...
+
+
+# -- Run registry --------------------------------------------------------------------------
+@dataclasses.dataclass
+class RunRecord:
+    """One entry of the run registry (`ps`): a modal.Dict on Modal, runs/<id>/run.json locally."""
+
+    run_id: str
+    backend: str
+    app: str
+    config: str  # the config file's path as the user gave it
+    config_hash: str
+    gpu: str | None
+    status: str  # one of protocol.STATUSES
+    created_at: float
+    ended_at: float | None = None
+    sandbox_id: str | None = None
+    run_dir: str | None = None
+    cost_usd: float | None = None
+    exit_code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def ml_agent_home() -> Path:
+    """`$ML_AGENT_HOME`, default `~/.local/share/ml-agent` (local volumes, runs, secrets)."""
+    env = os.environ.get("ML_AGENT_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "ml-agent"

@@ -1,0 +1,39 @@
+"""The exceptions ml-agent raises on purpose.
+
+    MlAgentError          a user can act on it: printed without a traceback, exit 1
+    ├── ConfigError       one or more config problems (carries the diagnostics)
+    ├── BackendError      a backend could not do what was asked (message says how to fix it)
+    │   └── SandboxError  the local sandbox could not start or was refused by the kernel
+    └── RunNotFound       no run with that id in the registry
+
+Anything else is a bug and keeps its traceback. `ML_AGENT_DEBUG=1` shows tracebacks for
+these too.
+"""
+
+from __future__ import annotations
+
+
+class MlAgentError(Exception):
+    """An error the user can act on; its message says what went wrong and the way out."""
+
+    exit_code = 1
+
+
+class ConfigError(MlAgentError):
+    """The config is invalid; `diagnostics` holds every problem found, in file order."""
+
+    def __init__(self, diagnostics: list) -> None:  # list[Diagnostic]
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(str(d) for d in diagnostics))
+
+
+class BackendError(MlAgentError):
+    """A backend failed in a way the user can fix (missing token, secret, quota...)."""
+
+
+class SandboxError(BackendError):
+    """The local sandbox could not be set up or started."""
+
+
+class RunNotFound(MlAgentError):
+    """No run with that id (or prefix) in the registry."""
