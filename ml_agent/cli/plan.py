@@ -1,0 +1,403 @@
+"""`ml-agent plan CONFIG` (what `up` would do, and what it may cost) and `ml-agent schema`.
+
+Nothing here talks to a network or imports modal: the plan is read from the config and
+its local files only. Rich is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ml_agent import contracts
+
+if TYPE_CHECKING:
+    import typer
+    from rich.console import Console
+
+    from ml_agent.plan import Plan
+
+#: The run id shown in a plan: the launcher mints the real one at `up`.
+RUN_ID_PLACEHOLDER = "<run id>"
+HIDDEN = "<hidden>"
+#: Env names whose values are not printed (they belong in a Modal secret, not in YAML).
+SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+
+PLAN_HELP = """Show what `up` would launch, without launching: image layers, volumes, env,
+secrets, GPU and timeouts, proxy and syncer, the Modal calls `up` makes, the worst-case
+cost, and what can only be checked at launch. No network, no Modal account needed.
+
+Examples:
+
+    ml-agent plan configs/a10.yaml
+    ml-agent plan configs/a10.yaml --set sandbox.gpu=H100:2 --set sandbox.timeout=4h
+    ml-agent plan configs/local.yaml --json > plan.json
+"""
+
+SCHEMA_HELP = """Print the JSON Schema of config files (committed at schema/ml-agent.schema.json).
+
+Editors use it through the first line of each shipped config:
+`# yaml-language-server: $schema=../schema/ml-agent.schema.json`.
+
+Examples:
+
+    ml-agent schema
+    ml-agent schema -o schema/ml-agent.schema.json
+"""
+
+
+def load_plan(config: str, overrides: Sequence[str] = (), backend: str | None = None) -> Plan:
+    """The Plan of a config file with its per-launch parts as placeholders."""
+    from ml_agent.config import load_config
+    from ml_agent.plan import build_plan
+
+    sets = [*overrides, *([f"backend={backend}"] if backend else [])]
+    launch_config = load_config(config, sets)
+    return mask_env(build_plan(launch_config, config).for_launch(RUN_ID_PLACEHOLDER))
+
+
+def mask_env(plan: Plan) -> Plan:
+    """The plan with secret-looking config env values replaced by `<hidden>`."""
+    env = {k: HIDDEN if SECRET_NAME_RE.search(k) else v for k, v in plan.sandbox.env.items()}
+    if env == plan.sandbox.env:
+        return plan
+    return plan.model_copy(update={"sandbox": plan.sandbox.model_copy(update={"env": env})})
+
+
+# -- what `up` would call ------------------------------------------------------------------
+
+
+def _py(value: object) -> str:
+    """A value as Python source; strings double-quoted like the rest of the listing."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_py(k)}: {_py(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _args(*args: object, **kwargs: object) -> str:
+    return ", ".join([*(_py(a) for a in args), *(f"{k}={_py(v)}" for k, v in kwargs.items())])
+
+
+def modal_calls(plan: Plan) -> list[str]:
+    """The Modal SDK calls `up` makes for this plan, as Python source lines."""
+    from ml_agent.backends.modal.builder import image_steps
+
+    lines = [f"app = modal.App.lookup({_args(plan.app, create_if_missing=True)})"]
+    lines.append(f"image = modal.Image.debian_slim({_args(python_version=plan.image.python)})")
+    for step in image_steps(plan.image):
+        options = {k: v for k, v in step.kwargs.items() if v}  # copy=False is the default
+        lines.append(f"image = image.{step.method}({_args(*step.args, **options)})")
+    for vol in plan.volumes:
+        call = f"modal.Volume.from_name({_args(vol.name, create_if_missing=vol.create_if_missing)})"
+        if vol.read_only:
+            call += ".with_mount_options(read_only=True)"
+        lines.append(f"vol_{vol.key.replace('-', '_')} = {call}")
+    sb = plan.sandbox
+    kwargs: dict[str, str] = {
+        "app": "app",
+        "image": "image",
+        "name": json.dumps(f"run-{RUN_ID_PLACEHOLDER}"),
+        "gpu": json.dumps(sb.gpu) if sb.gpu else "None",
+        "timeout": str(sb.timeout_s),
+    }
+    if sb.idle_timeout_s is not None:
+        kwargs["idle_timeout"] = str(sb.idle_timeout_s)
+    if sb.workdir:
+        kwargs["workdir"] = json.dumps(sb.workdir)
+    if sb.cpu is not None:
+        kwargs["cpu"] = repr(sb.cpu)
+    if sb.memory_mib is not None:
+        kwargs["memory"] = str(sb.memory_mib)
+    n_env = len(sb.env) + len(contracts.protocol.ENV)
+    kwargs["env"] = "{...}"  # the values are in the Env table
+    secrets = ", ".join(f"modal.Secret.from_name({json.dumps(s)})" for s in sb.secrets)
+    kwargs["secrets"] = f"[{secrets}]"
+    vols = ", ".join(f"{json.dumps(v.mount)}: vol_{v.key.replace('-', '_')}" for v in plan.volumes)
+    kwargs["volumes"] = f"{{{vols}}}"
+    if sb.network.mode == "blocked":
+        kwargs["block_network"] = "True"
+    elif sb.network.mode == "allowlist":
+        domains = [*sb.network.domains, "<proxy host>"]
+        kwargs["outbound_domain_allowlist"] = json.dumps(domains)
+    command = _args("python", plan.agent.entrypoint)
+    body = "".join(f"\n    {k}={v}," for k, v in kwargs.items())
+    body = body.replace("env={...},", f"env={{...}},  # {n_env} variables: see Env above")
+    lines.append(f"sb = modal.Sandbox.create(\n    {command},{body}\n)")
+    return lines
+
+
+def local_steps(plan: Plan) -> list[str]:
+    """What the local backend does for this plan, in words."""
+    home = "$ML_AGENT_HOME"
+    pip = [p for layer in plan.image.layers if layer.kind == "pip" for p in layer.packages]
+    steps = [
+        f"check the host Python is {plan.image.python}; apt layers are checked, not installed",
+        f"virtualenv with {', '.join(pip) or 'no packages'} (cached by their hash)",
+    ]
+    for vol in plan.volumes:
+        mode = "read-only" if vol.read_only else "read-write"
+        steps.append(f"bind {home}/volumes/{vol.name}/ at {vol.mount} ({mode})")
+    for layer in plan.image.layers:
+        if layer.kind in ("file", "dir"):
+            steps.append(f"bind {layer.src} at {layer.dest} (read-only)")
+    if plan.proxy.enabled:
+        key = "the host's ANTHROPIC_API_KEY"
+        if plan.proxy.secret:
+            key = f"{home}/secrets/{plan.proxy.secret}.env or {key}"
+        steps.append(f"proxy on 127.0.0.1 (key from {key})")
+    steps.append(f"bwrap ... python {plan.agent.entrypoint} (clear env, the Env above only)")
+    return steps
+
+
+# -- warnings: what only a launch can check ------------------------------------------------
+
+
+def launch_warnings(plan: Plan) -> list[str]:
+    out = []
+    modal = plan.backend == "modal"
+    if modal:
+        names = [*plan.sandbox.secrets]
+        if plan.proxy.enabled and plan.proxy.secret:
+            names.append(plan.proxy.secret)
+        if plan.syncer.enabled and plan.syncer.secret:
+            names.append(plan.syncer.secret)
+        if names:
+            out.append(
+                f"checked at launch: the Modal secrets {', '.join(names)} exist in your workspace"
+            )
+        if plan.sandbox.gpu:
+            out.append(
+                f"checked at launch: GPU {plan.sandbox.gpu} is available on your Modal plan "
+                "and within your GPU quota"
+            )
+        for vol in plan.volumes:
+            if not vol.create_if_missing:
+                out.append(f"checked at launch: the Modal volume {vol.name!r} exists")
+    else:
+        host = "{}.{}".format(*sys.version_info[:2])
+        if host != plan.image.python:
+            out.append(
+                f"the local backend runs the host's Python {host}, but image.python is "
+                f'{plan.image.python}: set image.python: "{host}" or use that Python'
+            )
+        if plan.sandbox.gpu and not Path("/dev/nvidia0").exists():
+            out.append(f"GPU {plan.sandbox.gpu} asked for, but no /dev/nvidia0 on this machine")
+    if plan.syncer.enabled:
+        out.append(
+            f"checked at launch: the HF token in {plan.syncer.secret!r} can write to "
+            f"{plan.syncer.namespace!r}"
+        )
+    if plan.proxy.enabled and plan.proxy.budget_usd is None:
+        out.append("no proxy.budget_usd: the agent's API spend is not limited")
+    if not plan.proxy.enabled:
+        out.append("proxy disabled: the agent gets no run token and must bring its own API key")
+    dests = [layer.dest for layer in plan.image.layers if layer.kind in ("file", "dir")]
+    entry = plan.agent.entrypoint
+    if not any(entry == d or entry.startswith(d.rstrip("/") + "/") for d in dests):
+        out.append(f"agent.entrypoint {entry} is not added by a file or dir layer")
+    if plan.sandbox.idle_timeout_s and plan.sandbox.idle_timeout_s >= plan.sandbox.timeout_s:
+        out.append("idle_timeout is not shorter than timeout, so it never applies")
+    for name, value in plan.sandbox.env.items():
+        if value == HIDDEN:
+            out.append(f"sandbox.env.{name} looks like a secret: put it in a Modal secret")
+    return out
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def _fmt_duration(seconds: int | None) -> str:
+    from ml_agent.config.types import format_duration
+
+    return "none" if seconds is None else f"{format_duration(seconds)} ({seconds} s)"
+
+
+def render(plan: Plan, console: Console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ml_agent.plan import PRICES_AS_OF, AptLayer, EnvLayer, PipLayer, RunLayer, worst_case_cost
+
+    def table(title: str, *columns: str) -> Table:
+        t = Table(title=title, title_justify="left", title_style="bold", show_lines=False)
+        for col in columns:
+            t.add_column(col, overflow="fold")
+        return t
+
+    e = escape
+    console.print(
+        f"[bold]Plan[/] for {e(plan.config_path)}: app [bold]{e(plan.app)}[/], backend "
+        f"[bold]{plan.backend}[/], config hash {plan.config_hash[:12]}, app hash "
+        f"{plan.app_hash[:12]}"
+    )
+    image = table(f"Image: debian slim, Python {plan.image.python}", "#", "layer", "what", "how")
+    for i, layer in enumerate(plan.image.layers, start=1):
+        if isinstance(layer, AptLayer | PipLayer):
+            what, how = " ".join(layer.packages), "build"
+        elif isinstance(layer, EnvLayer):
+            what, how = " ".join(f"{k}={v}" for k, v in layer.env.items()), "build"
+        elif isinstance(layer, RunLayer):
+            what, how = " && ".join(layer.commands), "build"
+        else:
+            what = f"{layer.src} -> {layer.dest}"
+            how = "copied into the image" if layer.copy_ else "mounted at start"
+        image.add_row(str(i), layer.kind, e(what), how)
+    console.print(image)
+
+    vols = table("Volumes", "key", "name", "mount", "create if missing", "read-only")
+    for v in plan.volumes:
+        vols.add_row(v.key, v.name, v.mount, _yes(v.create_if_missing), _yes(v.read_only))
+    console.print(vols)
+
+    sb = plan.sandbox
+    net = sb.network.mode + (f": {', '.join(sb.network.domains)}" if sb.network.domains else "")
+    box = table("Sandbox", "setting", "value")
+    for key, value in (
+        ("gpu", sb.gpu or "none (CPU only)"),
+        ("timeout", _fmt_duration(sb.timeout_s)),
+        ("idle timeout", _fmt_duration(sb.idle_timeout_s)),
+        ("workdir", sb.workdir or "default"),
+        ("cpu", "default" if sb.cpu is None else f"{sb.cpu:g} cores"),
+        ("memory", "default" if sb.memory_mib is None else f"{sb.memory_mib} MiB"),
+        ("network", net),
+        ("run folder", plan.launch.run_dir if plan.launch else "-"),
+    ):
+        box.add_row(key, e(value))
+    console.print(box)
+
+    env = table("Env (what the agent sees, besides its secrets)", "name", "value", "from")
+    for name, value in sb.env.items():
+        env.add_row(name, e(value), "sandbox.env")
+    for name, value in (plan.launch.env if plan.launch else {}).items():
+        env.add_row(name, e(value), "launcher")
+    console.print(env)
+
+    secrets = table("Secrets (names only; values are never read or shown)", "secret", "used by")
+    for s in sb.secrets:
+        secrets.add_row(s, "sandbox: env vars the agent can read")
+    if plan.proxy.enabled and plan.proxy.secret:
+        secrets.add_row(plan.proxy.secret, "proxy only (ANTHROPIC_API_KEY)")
+    if plan.syncer.enabled and plan.syncer.secret:
+        secrets.add_row(plan.syncer.secret, "syncer only (HF write token)")
+    console.print(secrets)
+
+    agent = plan.agent
+    ag = table("Agent", "setting", "value")
+    ag.add_row("entrypoint", agent.entrypoint)
+    ag.add_row("model", agent.model)
+    ag.add_row("max turns", str(agent.max_turns))
+    ag.add_row("allowed tools", ", ".join(agent.allowed_tools) or "all")
+    ag.add_row("permission mode", agent.permission_mode)
+    ag.add_row("system prompt append", e(agent.system_prompt_append or "none"))
+    console.print(ag)
+
+    px = plan.proxy
+    proxy = table("Proxy", "setting", "value")
+    proxy.add_row("enabled", _yes(px.enabled))
+    proxy.add_row("upstream", px.upstream)
+    proxy.add_row("key from secret", px.secret or "none (local: host ANTHROPIC_API_KEY)")
+    proxy.add_row("budget per run", "unlimited" if px.budget_usd is None else f"${px.budget_usd:g}")
+    proxy.add_row("allowed paths", ", ".join(px.allowed_paths))
+    console.print(proxy)
+
+    sy = plan.syncer
+    syncer = table("Syncer", "setting", "value")
+    syncer.add_row("enabled", _yes(sy.enabled))
+    target = sy.space_id or (
+        f"{sy.namespace}/<the space_id file the agent writes>" if sy.namespace else "-"
+    )
+    syncer.add_row("target Space", f"{target} ({'private' if sy.private else 'public'})")
+    syncer.add_row("volume", f"{sy.volume} ({sy.volume_name} at {sy.mount})" if sy.volume else "-")
+    syncer.add_row("interval", _fmt_duration(int(sy.interval_s)))
+    syncer.add_row("HF token from secret", sy.secret or "-")
+    console.print(syncer)
+
+    if plan.backend == "modal":
+        console.print("[bold]Modal calls `up` makes[/] (after deploying the proxy and syncer):")
+        console.print(e("\n".join(modal_calls(plan))), soft_wrap=True)
+    else:
+        console.print("[bold]What `up` does locally[/]:")
+        for step in local_steps(plan):
+            console.print(f"  - {e(step)}")
+
+    cost = worst_case_cost(plan)
+    hours = sb.timeout_s / 3600
+    costs = table("Worst-case cost (estimate)", "item", "USD")
+    note = (
+        f"an estimate from Modal's list prices of {PRICES_AS_OF}: the sandbox lives its whole "
+        "timeout and the agent spends its whole budget"
+    )
+    if plan.backend == "modal":
+        costs.add_row(f"GPU {sb.gpu or 'none'} for {hours:g} h", f"{cost['gpu']:.2f}")
+        costs.add_row("CPU and memory", f"{cost['cpu'] + cost['memory']:.2f}")
+    else:
+        costs.add_row("compute (your machine)", "0.00")
+    api = "unlimited" if px.budget_usd is None else f"{cost['api']:.2f}"
+    costs.add_row("Anthropic API (proxy budget)", api)
+    costs.add_row(
+        "[bold]total[/]", f"[bold]{cost['total']:.2f}[/]" + ("+" if api == "unlimited" else "")
+    )
+    console.print(costs)
+    console.print(f"[dim]{note}[/]")
+
+    warnings = launch_warnings(plan)
+    if warnings:
+        console.print("[bold yellow]Checked only at launch / warnings:[/]")
+        for w in warnings:
+            console.print(f"  [yellow]![/] {e(w)}")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    # Wide when piped, so paths and calls stay on one line for grep and diff.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def register(app: typer.Typer) -> None:
+    import typer
+
+    @app.command("plan", help=PLAN_HELP)
+    def plan_cmd(
+        config: str = typer.Argument(..., metavar="CONFIG", help="The config file."),
+        overrides: list[str] = typer.Option(  # noqa: B008 - Typer's declaration style
+            [], "--set", metavar="KEY=VALUE", help="Override a value (parsed as YAML)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the Plan as JSON."),
+        backend: str | None = typer.Option(
+            None, "--backend", help="modal or local (default: the config's backend)."
+        ),
+    ) -> None:
+        if backend not in (None, "modal", "local"):
+            from ml_agent.cli.output import print_error
+
+            print_error(f"--backend: choose modal or local (got {backend!r})")
+            raise typer.Exit(2)
+        plan = load_plan(config, overrides, backend)
+        if as_json:
+            sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+            return
+        render(plan, _console())
+
+    @app.command("schema", help=SCHEMA_HELP)
+    def schema_cmd(
+        output: str | None = typer.Option(
+            None, "--output", "-o", metavar="FILE", help="Write to FILE instead of stdout."
+        ),
+    ) -> None:
+        from ml_agent.config import schema
+
+        if output:
+            schema.write(output)
+        else:
+            sys.stdout.write(schema.render())

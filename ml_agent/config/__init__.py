@@ -1,0 +1,93 @@
+"""The config language: YAML in (loader), LaunchConfig out (models), errors at lines (messages).
+
+    load_config(path, overrides)  -> LaunchConfig, or ConfigError with every problem
+    load(path, overrides)         -> Loaded(config, source): also where each value came from
+    check(path, overrides)        -> (config or None, diagnostics): never raises for the config
+
+Imports are deferred so that `import ml_agent.config` costs nothing until a config is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from ml_agent.config.loader import Source
+    from ml_agent.config.messages import Diagnostic
+    from ml_agent.config.models import LaunchConfig
+
+__all__ = ["Loaded", "check", "load", "load_config"]
+
+
+class Loaded(NamedTuple):
+    config: LaunchConfig
+    source: Source  # source.path: the config file (absolute); source.files: the extends chain
+
+
+def _check(
+    path: str | os.PathLike[str], overrides: Sequence[str], env: Mapping[str, str] | None
+) -> tuple[LaunchConfig | None, Source | None, list[Diagnostic]]:
+    from pydantic import ValidationError
+
+    from ml_agent.config.loader import LoadFailed, load_source
+    from ml_agent.config.messages import from_validation_error, in_file_order
+    from ml_agent.config.models import LaunchConfig
+
+    try:
+        source = load_source(path, overrides, env)
+    except LoadFailed as exc:
+        return None, None, exc.diagnostics
+    diags = list(source.problems)
+    config = None
+    try:
+        config = LaunchConfig.model_validate(source.data, context={"base_dir": source.path.parent})
+    except ValidationError as exc:
+        diags += from_validation_error(exc, source, LaunchConfig)
+    if diags:
+        config = None
+    return config, source, in_file_order(diags, source.files)
+
+
+def check(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> tuple[LaunchConfig | None, list[Diagnostic]]:
+    """Validate one config file: (the config, []) or (None, every problem in file order).
+
+    `overrides` are `dotted.key=value` strings (`--set`); `env` replaces os.environ for
+    `${env:NAME}` (tests).
+    """
+    config, _, diags = _check(path, overrides, env)
+    return config, diags
+
+
+def load(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Loaded:
+    """The validated config and its Source; raises ConfigError listing every problem."""
+    from ml_agent.errors import ConfigError
+
+    config, source, diags = _check(path, overrides, env)
+    if config is None or source is None:
+        raise ConfigError(diags)
+    return Loaded(config, source)
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> LaunchConfig:
+    """The validated LaunchConfig; raises ConfigError listing every problem."""
+    return load(path, overrides, env).config
+
+
+def config_path(path: str | os.PathLike[str]) -> Path:
+    """The absolute path of a config file, as build_plan records it."""
+    return Path(path).resolve()

@@ -1,0 +1,422 @@
+"""Config value types that parse their own shorthand: GPU, duration, memory, paths, names.
+
+Each type is an `Annotated` alias (or a small class) whose validator raises `ValueError`
+with a message naming the bad value and the way out; the JSON Schema of each says what
+the shorthand looks like. Standard library and pydantic only: `ml-agent validate` imports
+this.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler, WithJsonSchema
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def did_you_mean(value: str, choices: list[str] | tuple[str, ...], *, cutoff: float = 0.6) -> str:
+    """`"; did you mean 'X'?"` for the closest choice (case-insensitive), or `""`."""
+    by_upper = {c.upper(): c for c in choices}
+    close = difflib.get_close_matches(value.upper(), list(by_upper), n=1, cutoff=cutoff)
+    return f"; did you mean {by_upper[close[0]]!r}?" if close else ""
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "a number"
+    if isinstance(value, float):
+        return "a number"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _require_str(value: Any, what: str, example: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string like {example} (got {_type_name(value)})")
+    return value
+
+
+def _any_case(text: str) -> str:
+    """A JSON Schema (ECMA-262, no inline flags) regex matching `text` in any case."""
+    return "".join(
+        f"[{c.lower()}{c.upper()}]" if c.isalpha() else ("\\" + c if c in "+.*?()[]" else c)
+        for c in text
+    )
+
+
+# -- GPU -----------------------------------------------------------------------------------
+
+#: Modal's GPU types (canonical spelling) -> the most of them one sandbox may have.
+#: The Modal client only upper-cases and splits ":N"; the server checks names, so this
+#: allow-list is ours to keep in step with https://modal.com/docs/guide/gpu.
+GPU_TYPES: dict[str, int] = {
+    "T4": 8,
+    "L4": 8,
+    "A10": 4,
+    "L40S": 8,
+    "A100": 8,
+    "A100-40GB": 8,
+    "A100-80GB": 8,
+    "RTX-PRO-6000": 8,
+    "H100": 8,
+    "H100!": 8,
+    "H200": 8,
+    "B200": 8,
+    "B200+": 8,
+}
+GPU_ALIASES: dict[str, str] = {"A10G": "A10"}
+
+
+class GpuSpec:
+    """A GPU request: a Modal GPU type and a count, written `A10`, `h100:2`, `A10G`.
+
+    `str(spec)` is the string `modal.Sandbox.create(gpu=...)` takes (`H100:2`).
+    """
+
+    __slots__ = ("count", "type")
+
+    def __init__(self, type: str, count: int = 1) -> None:
+        self.type = type
+        self.count = count
+
+    @classmethod
+    def parse(cls, value: Any) -> GpuSpec:
+        if isinstance(value, GpuSpec):
+            return value
+        text = _require_str(value, "gpu", "'A10' or 'H100:2' (or null for CPU)").strip()
+        name, sep, count_text = text.partition(":")
+        upper = name.strip().upper()
+        canonical = GPU_ALIASES.get(upper, upper)
+        if canonical not in GPU_TYPES:
+            hint = did_you_mean(name, [*GPU_TYPES, *GPU_ALIASES], cutoff=0.5)
+            if not hint:
+                hint = f"; choose one of {', '.join(GPU_TYPES)}"
+            raise ValueError(f"unknown GPU {name.strip()!r}{hint}")
+        limit = GPU_TYPES[canonical]
+        count = 1
+        if sep:
+            if not count_text.strip().isdigit():
+                raise ValueError(
+                    f"GPU count must be a whole number (got {count_text!r}); "
+                    f"write e.g. '{canonical}:2'"
+                )
+            count = int(count_text)
+            if not 1 <= count <= limit:
+                raise ValueError(
+                    f"{canonical} allows 1 to {limit} GPUs per sandbox (got {count}); "
+                    f"write e.g. '{canonical}:{min(2, limit)}'"
+                )
+        return cls(canonical, count)
+
+    def __str__(self) -> str:
+        return self.type if self.count == 1 else f"{self.type}:{self.count}"
+
+    def __repr__(self) -> str:
+        return f"GpuSpec({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GpuSpec) and (self.type, self.count) == (other.type, other.count)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.count))
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.parse, serialization=core_schema.to_string_ser_schema()
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        names = sorted([*GPU_TYPES, *GPU_ALIASES], key=len, reverse=True)
+        return {
+            "type": "string",
+            "pattern": f"^({'|'.join(_any_case(n) for n in names)})(:[1-8])?$",
+            "examples": ["A10", "L40S", "H100:2", "A100-80GB"],
+        }
+
+
+# -- durations and sizes -------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds from `90s`, `30m`, `1h`, `1h30m` or a whole number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be like '30m', '1h', '90s' or seconds (got a boolean)")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    text = _require_str(value, "a duration", "'30m', '1h', '90s' or a number of seconds")
+    compact = text.strip().lower().replace(" ", "")
+    match = _DURATION_RE.match(compact)
+    if compact.isdigit():
+        return int(compact)
+    if not compact or not match or not any(match.groups()):
+        raise ValueError(
+            f"not a duration: {text!r}; write e.g. '90s', '30m', '1h', '1h30m' or seconds"
+        )
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: int | float) -> str:
+    """The shortest shorthand: 3600 -> '1h', 5400 -> '1h30m', 90 -> '1m30s'."""
+    s = int(seconds)
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            parts.append(f"{s // size}{unit}")
+            s %= size
+    return "".join(parts) or "0s"
+
+
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "description": "seconds"},
+        {"type": "string", "pattern": r"^\s*(\d+h)?\s*(\d+m)?\s*(\d+s)?\s*$"},
+    ],
+    "examples": ["90s", "30m", "1h", "1h30m", 600],
+}
+
+#: Seconds; YAML accepts `90s`, `30m`, `1h`, `1h30m` or a plain number of seconds.
+Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
+
+_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?$", re.IGNORECASE)
+_MIB = 1024 * 1024
+_UNIT_BYTES = {
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
+
+
+def parse_memory(value: Any) -> int:
+    """MiB (what Modal takes) from `16GiB`, `512MiB`, `16GB` (decimal) or a plain MiB number."""
+    if isinstance(value, bool):
+        raise ValueError("memory must be like '16GiB' or a number of MiB (got a boolean)")
+    if isinstance(value, int):
+        return value
+    text = _require_str(value, "memory", "'16GiB', '512MiB' or a number of MiB")
+    match = _MEMORY_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"not a memory size: {text!r}; write e.g. '16GiB', '512MiB' or MiB")
+    number, unit = float(match.group(1)), (match.group(2) or "mi").lower().rstrip("b")
+    mib = number * _UNIT_BYTES[unit] / _MIB
+    return max(1, int(mib) if mib.is_integer() else int(mib) + 1)  # round up to whole MiB
+
+
+_MEMORY_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1, "description": "MiB"},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]?)?\s*$"},
+    ],
+    "examples": ["16GiB", "512MiB", "32GB", 4096],
+}
+
+#: MiB; YAML accepts `16GiB`, `512MiB`, `16GB` or a plain number of MiB.
+MemorySize = Annotated[int, BeforeValidator(parse_memory), WithJsonSchema(_MEMORY_SCHEMA)]
+
+
+# -- paths ---------------------------------------------------------------------------------
+
+
+def parse_abs_path(value: Any) -> str:
+    """A canonical absolute POSIX path other than `/`."""
+    text = _require_str(value, "a path", "'/data'")
+    if not text.startswith("/"):
+        suggestion = posixpath.normpath("/" + text.lstrip("./")) if text.strip("./") else "/data"
+        raise ValueError(f"must be an absolute path (got {text!r}); did you mean {suggestion!r}?")
+    canonical = posixpath.normpath(text)
+    if canonical.startswith("//"):
+        canonical = "/" + canonical.lstrip("/")
+    if canonical != text:
+        raise ValueError(f"must be a canonical path (got {text!r}); did you mean {canonical!r}?")
+    if text == "/":
+        raise ValueError("cannot be '/' (the sandbox's root); choose a folder such as '/data'")
+    return text
+
+
+def parse_mount_path(value: Any) -> str:
+    """A path Modal accepts as a volume mount: canonical, absolute, not `/`, `/root`, `/tmp`."""
+    text = parse_abs_path(value)
+    if text in ("/root", "/tmp"):
+        raise ValueError(
+            f"Modal cannot mount a volume at {text!r}; choose a folder inside it, "
+            f"e.g. '{text}/data', or another folder such as '/data'"
+        )
+    return text
+
+
+_PATH_SCHEMA = {"type": "string", "pattern": "^/"}
+
+#: A canonical absolute path in the sandbox, other than `/`.
+AbsPath = Annotated[str, BeforeValidator(parse_abs_path), WithJsonSchema(_PATH_SCHEMA)]
+#: A volume mount path: an AbsPath that is also not `/root` or `/tmp` (Modal's rules).
+MountPath = Annotated[
+    str,
+    BeforeValidator(parse_mount_path),
+    WithJsonSchema({**_PATH_SCHEMA, "not": {"enum": ["/", "/root", "/tmp"]}}),
+]
+
+
+# -- names ---------------------------------------------------------------------------------
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_env_name(value: Any) -> str:
+    text = _require_str(value, "an environment variable name", "'HF_HOME'")
+    if not _ENV_NAME_RE.match(text):
+        fixed = re.sub(r"[^A-Za-z0-9_]", "_", text)
+        if fixed and fixed[0].isdigit():
+            fixed = "_" + fixed
+        raise ValueError(
+            f"not a valid environment variable name: {text!r} (letters, digits and '_', "
+            f"not starting with a digit); did you mean {fixed.upper()!r}?"
+        )
+    return text
+
+
+def parse_env_value(value: Any) -> str:
+    """Env values are strings; a YAML number or boolean gets 'quote it'."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        raise ValueError(
+            f"environment values are strings, but YAML read {shown} as {_type_name(value)}; "
+            f'quote it: "{shown}"'
+        )
+    raise ValueError(f"environment values are strings (got {_type_name(value)})")
+
+
+EnvName = Annotated[
+    str,
+    BeforeValidator(parse_env_name),
+    WithJsonSchema({"type": "string", "pattern": _ENV_NAME_RE.pattern}),
+]
+EnvValue = Annotated[str, BeforeValidator(parse_env_value), WithJsonSchema({"type": "string"})]
+
+_MODAL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+_APP_ID_RE = re.compile(r"^ap-[A-Za-z0-9]{22}$")
+
+
+def parse_modal_name(value: Any) -> str:
+    """A Modal object name (app, volume, secret): letters, digits, `-`, `_`, `.`; < 64 chars."""
+    text = _require_str(value, "a Modal name", "'sandbox-data'")
+    if not text:
+        raise ValueError("a Modal name cannot be empty")
+    if len(text) >= 64:
+        raise ValueError(f"Modal names must be shorter than 64 characters (got {len(text)})")
+    if not _MODAL_NAME_RE.match(text):
+        fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "name"
+        raise ValueError(
+            f"not a valid Modal name: {text!r} (letters, digits, '-', '_' and '.' only); "
+            f"did you mean {fixed!r}?"
+        )
+    if _APP_ID_RE.match(text):
+        raise ValueError(f"{text!r} looks like a Modal App ID; choose another name")
+    return text
+
+
+ModalName = Annotated[
+    str,
+    BeforeValidator(parse_modal_name),
+    WithJsonSchema({"type": "string", "pattern": _MODAL_NAME_RE.pattern, "maxLength": 63}),
+]
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def parse_key(value: Any) -> str:
+    """A logical key (volume keys): usable in `${volumes.<key>.mount}` references."""
+    text = _require_str(value, "a key", "'data'")
+    if not _KEY_RE.match(text):
+        raise ValueError(
+            f"not a valid key: {text!r} (letters, digits, '_' and '-', starting with a letter)"
+        )
+    return text
+
+
+Key = Annotated[
+    str, BeforeValidator(parse_key), WithJsonSchema({"type": "string", "pattern": _KEY_RE.pattern})
+]
+
+_DOMAIN_RE = re.compile(  # Modal's own rule for outbound domain names (`*.` allowed)
+    r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+"
+    r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\Z"
+)
+
+
+def parse_domain(value: Any) -> str:
+    text = _require_str(value, "a domain", "'pypi.org'")
+    if "://" in text or "/" in text:
+        host = text.split("://", 1)[-1].split("/", 1)[0]
+        raise ValueError(f"a domain, not a URL (got {text!r}); did you mean {host!r}?")
+    if not _DOMAIN_RE.match(text):
+        raise ValueError(f"not a domain name: {text!r}; write e.g. 'pypi.org' or '*.hf.co'")
+    return text.lower()
+
+
+Domain = Annotated[
+    str, BeforeValidator(parse_domain), WithJsonSchema({"type": "string", "examples": ["pypi.org"]})
+]
+
+
+# -- Python version ------------------------------------------------------------------------
+
+#: Python series Modal's `Image.debian_slim` supports (modal/_image.py
+#: SUPPORTED_PYTHON_SERIES, union of the non-preview builders, no free-threaded builds).
+PYTHON_VERSIONS: tuple[str, ...] = ("3.10", "3.11", "3.12", "3.13", "3.14")
+
+
+def parse_python_version(value: Any) -> str:
+    if isinstance(value, float):
+        shown = repr(value)
+        meant = next((v for v in PYTHON_VERSIONS if float(v) == value and v != shown), shown)
+        if meant != shown:
+            raise ValueError(
+                f'YAML read {meant} as the number {shown}; quote it: python: "{meant}"'
+            )
+        raise ValueError(f'YAML read {shown} as a number; quote it: python: "{shown}"')
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f'python must be a string like "3.11" (got the number {value})')
+    text = _require_str(value, "python", '"3.11"').strip()
+    if text not in PYTHON_VERSIONS:
+        raise ValueError(
+            f"Modal images do not offer Python {text!r}; choose one of "
+            f"{', '.join(PYTHON_VERSIONS)} (as a quoted string)"
+        )
+    return text
+
+
+PythonVersion = Annotated[
+    str,
+    BeforeValidator(parse_python_version),
+    WithJsonSchema({"type": "string", "enum": list(PYTHON_VERSIONS)}),
+]
