@@ -26,6 +26,7 @@ ENV: Final[Mapping[str, str]] = {
     "ML_AGENT_BUDGET_USD": "the run's budget in USD; empty = none (the proxy enforces it)",
     "ML_AGENT_SYSTEM_PROMPT": "text appended to the agent's system prompt; may be empty",
     "ML_AGENT_HF_NAMESPACE": "the HF user or org the syncer publishes to; may be empty",
+    "ML_AGENT_CONFIG_HASH": "the Plan's content hash, recorded in result.json; may be empty",
     "CLAUDE_CONFIG_DIR": "inside the run folder, so a conversation can be resumed",
 }
 
@@ -36,13 +37,13 @@ IN_INTERRUPT: Final = "interrupt"  # {"type": "interrupt"}
 IN_TYPES: Final = frozenset({IN_USER, IN_INTERRUPT})
 
 # Out (agent -> client): every event has type, seq (monotonic from 1) and ts (unix seconds).
-READY: Final = "ready"  # {session_id?, model, run_id}
+READY: Final = "ready"  # {session_id?, model, run_id, mode: interactive|one-shot}
 ASSISTANT_TEXT: Final = "assistant_text"  # {text}
 TOOL_USE: Final = "tool_use"  # {id, name, input}
 TOOL_RESULT: Final = "tool_result"  # {tool_use_id, content, is_error}
-TURN_END: Final = "turn_end"  # {status, cost_usd, turns, duration_s}
+TURN_END: Final = "turn_end"  # {status, cost_usd (running total), turns, duration_s}
 RESULT: Final = "result"  # {status, cost_usd, usage, turns, duration_s, session_id}
-ERROR: Final = "error"  # {message, fatal}
+ERROR: Final = "error"  # {message, fatal, kind?}
 OUT_TYPES: Final = frozenset(
     {READY, ASSISTANT_TEXT, TOOL_USE, TOOL_RESULT, TURN_END, RESULT, ERROR}
 )
