@@ -1,0 +1,441 @@
+"""`ModalBackend`: the few calls that talk to Modal, behind the builder's pure translation.
+
+`up` = preflight (token, secrets) -> deploy the app if its hash changed -> mint the run
+token into the token store -> build the image layer by layer -> create the sandbox ->
+record the run -> ensure the one syncer. The agent is the sandbox's own command, so `events`
+and `logs` read the sandbox's stdout/stderr (from the start: re-attaching replays) and
+`send` writes its stdin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_agent.backends.modal import builder
+from ml_agent.backends.modal.stores import AppState, ModalTokenStore, ModalUsageSink, RunRegistry
+from ml_agent.contracts import (
+    RunRecord,
+    TokenRecord,
+    hash_token,
+    mint_token,
+    ml_agent_home,
+    protocol,
+)
+from ml_agent.errors import BackendError, RunNotFound
+
+if TYPE_CHECKING:
+    import modal
+
+    from ml_agent.plan import Plan
+
+Progress = Callable[[str], None]
+LIVE = ("starting", "running")
+#: A syncer whose pulse is older than this is presumed gone and is spawned again.
+SYNCER_GRACE_S = 300.0
+#: A run token outlives its sandbox's timeout by this much (then the proxy refuses it).
+TOKEN_SLACK_S = 600.0
+#: `follow=False` readers stop when a live sandbox has printed nothing for this long.
+IDLE_S = 1.0
+
+SECRET_KEYS = {"proxy": "ANTHROPIC_API_KEY=sk-ant-...", "syncer": "HF_TOKEN=hf_..."}
+
+
+def _no_progress(message: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def modal_errors(doing: str) -> Iterator[None]:
+    """Turn the modal SDK's errors a user can act on into BackendErrors that say how."""
+    from modal import exception as mx
+
+    try:
+        yield
+    except mx.AuthError as exc:
+        raise BackendError(
+            f"Modal did not accept your credentials while {doing} ({exc}). Run `modal token new` "
+            "(or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), or use `--backend local`."
+        ) from None
+    except mx.ResourceExhaustedError as exc:
+        raise BackendError(
+            f"Modal could not schedule the sandbox while {doing}: {exc}. The GPU type may be out "
+            "of capacity or your workspace at its limit: retry later, choose another "
+            "`sandbox.gpu`, or check your limits on modal.com/settings."
+        ) from None
+    except mx.TimeoutError as exc:
+        raise BackendError(f"Modal timed out while {doing}: {exc}. Retry in a moment.") from None
+    except mx.ConnectionError as exc:
+        raise BackendError(
+            f"cannot reach Modal while {doing}: {exc}. Check your network (or MODAL_SERVER_URL)."
+        ) from None
+
+
+class ModalBackend:
+    """The Modal backend; constructing it reads nothing (the CLI builds it for every command)."""
+
+    name = "modal"
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress or _no_progress
+        self._registry: RunRegistry | None = None
+
+    @property
+    def registry(self) -> RunRegistry:
+        if self._registry is None:
+            with modal_errors("opening the run registry"):
+                self._registry = RunRegistry()
+        return self._registry
+
+    # -- up ------------------------------------------------------------------------------
+    def up(
+        self, plan: Plan, *, task: str | None, detach: bool, progress: Progress | None = None
+    ) -> RunRecord:
+        """Launch the run; Modal sandboxes always outlive this process (`detach` or not)."""
+        import modal
+
+        from ml_agent.plan import launch_env
+
+        say = progress or self.progress
+        if plan.launch is None:
+            raise ValueError("up() needs a plan from Plan.for_launch(run_id)")
+        if not plan.proxy.enabled:
+            raise BackendError(
+                "the Modal backend keeps the Anthropic key in the proxy only: set "
+                "`proxy.enabled: true` (and `proxy.secret`)"
+            )
+        run_id = plan.launch.run_id
+        with modal_errors("checking your Modal secrets"):
+            self._check_secrets(plan)
+        proxy_url = self.ensure_app(plan, say)
+        state = AppState(plan.app)
+
+        with modal_errors("writing the run token"):
+            token = mint_token()
+            token_hash = hash_token(token)
+            expires = time.time() + plan.sandbox.timeout_s + TOKEN_SLACK_S
+            budget = plan.proxy.budget_usd
+            record = TokenRecord(run_id=run_id, expires_at=expires, budget_usd=budget)
+            ModalTokenStore.for_app(plan.app).put(token_hash, record)
+            state.put(f"token:{run_id}", token_hash)
+        _save_token(run_id, token)
+        try:
+            with modal_errors("looking up the deployed app"):
+                app = modal.App.lookup(plan.app)
+            image = self.build_image(plan, app, say)
+            env = launch_env(plan, base_url=proxy_url, token=token)
+            args, kwargs = builder.sandbox_create_args(
+                plan, app=app, image=image, env=env, task=task, proxy_url=proxy_url
+            )
+            say(f"scheduling the sandbox ({plan.sandbox.gpu or 'CPU'})")
+            with modal_errors("creating the sandbox"):
+                sandbox = modal.Sandbox.create(*args, **kwargs)
+        except BaseException:
+            # No sandbox will use the token (Ctrl-C included): make it worthless at once.
+            with contextlib.suppress(Exception):
+                self._revoke(plan.app, run_id)
+            raise
+        run = RunRecord(
+            run_id=run_id,
+            backend=self.name,
+            app=plan.app,
+            config=plan.config_path,
+            config_hash=plan.config_hash,
+            gpu=plan.sandbox.gpu,
+            status="running",
+            created_at=time.time(),
+            sandbox_id=sandbox.object_id,
+            run_dir=plan.launch.run_dir,
+        )
+        with modal_errors("recording the run"):
+            self.registry.put(run)
+        if plan.syncer.enabled:
+            # After the sandbox exists: the syncer stops itself once no sandbox is left.
+            with modal_errors("starting the metric syncer"):
+                self.ensure_syncer(plan, state, say)
+        say(f"sandbox {sandbox.object_id} is running")
+        return run
+
+    def _check_secrets(self, plan: Plan) -> None:
+        """Every named secret exists, or one error with the exact commands to create them."""
+        import modal
+        from modal.exception import NotFoundError
+
+        wanted = [(name, "sandbox") for name in plan.sandbox.secrets]
+        if plan.proxy.secret:
+            wanted.append((plan.proxy.secret, "proxy"))
+        if plan.syncer.enabled and plan.syncer.secret:
+            wanted.append((plan.syncer.secret, "syncer"))
+        missing = []
+        for name, role in wanted:
+            try:
+                modal.Secret.from_name(name).hydrate()
+            except NotFoundError:
+                missing.append(f"modal secret create {name} {SECRET_KEYS.get(role, 'KEY=VALUE')}")
+        if missing:
+            raise BackendError(
+                "missing Modal secret(s); create them with:\n  " + "\n  ".join(missing)
+            )
+
+    def ensure_app(self, plan: Plan, say: Progress) -> str:
+        """Deploy the proxy and syncer when `plan.app_hash` changed; return the proxy URL."""
+        import modal
+        from modal.exception import NotFoundError
+
+        from ml_agent.backends.modal.app import build_app
+
+        with modal_errors("checking the deployed app"):
+            state = AppState(plan.app)
+            deployed = state.get("app_hash")
+            url = None
+            if deployed == plan.app_hash:
+                try:
+                    url = modal.Function.from_name(plan.app, "proxy").get_web_url()
+                except NotFoundError:
+                    url = None  # the app was stopped or deleted since: deploy again
+        if url:
+            say(f"app '{plan.app}' is up to date")
+            return url
+        if deployed is not None and deployed != plan.app_hash:
+            live = [r.run_id for r in self._refresh(self.registry.all()) if r.app == plan.app
+                    and r.status in LIVE]
+            if live:
+                raise BackendError(
+                    f"the proxy/syncer settings of app '{plan.app}' changed, but "
+                    f"{len(live)} run(s) still use the deployed ones ({', '.join(live)}). "
+                    "Stop them first (`ml-agent stop --all`) or give this config another `app:`."
+                )
+        say(f"deploying app '{plan.app}' (proxy and syncer)")
+        with modal_errors("deploying the app"):
+            app = build_app(plan)
+            app.deploy(name=plan.app)
+            url = modal.Function.from_name(plan.app, "proxy").get_web_url()
+            state.put("app_hash", plan.app_hash)
+        if not url:
+            raise BackendError(f"app '{plan.app}' was deployed but its proxy has no web URL")
+        return url
+
+    def ensure_syncer(self, plan: Plan, state: AppState, say: Progress) -> None:
+        """One syncer per app: spawn it unless it (or a recent spawn) shows a pulse."""
+        import modal
+
+        pulse = max(state.get("syncer_heartbeat", 0.0), state.get("syncer_spawned_at", 0.0))
+        grace = max(SYNCER_GRACE_S, 3 * plan.syncer.interval_s)
+        if time.time() - pulse < grace:
+            return
+        say("starting the metric syncer")
+        call = modal.Function.from_name(plan.app, "syncer").spawn()
+        state.put("syncer_spawned_at", time.time())
+        state.put("syncer_call_id", call.object_id)
+
+    def build_image(self, plan: Plan, app: modal.App, say: Progress) -> modal.Image:
+        """Build layer by layer, so progress and a failure name the layer."""
+        from modal.exception import ImageBuildError, RemoteError
+
+        chain = builder.build_image(plan.image)
+        for index, (label, image) in enumerate(chain):
+            say(f"image {index}/{len(chain) - 1}: {label}")
+            try:
+                with modal_errors(f"building the image ({label})"):
+                    image.build(app)
+            except (ImageBuildError, RemoteError) as exc:
+                raise BackendError(
+                    f"the image build failed at {label}: {exc}. Fix that layer in "
+                    f"image.layers of {plan.config_path} (Modal keeps the layers before it)."
+                ) from None
+        return chain[-1][1]
+
+    # -- runs ----------------------------------------------------------------------------
+    def find(self, run_id: str) -> RunRecord:
+        """A run by id or unique id prefix."""
+        with modal_errors("reading the run registry"):
+            record = self.registry.get(run_id)
+            if record is not None:
+                return record
+            matches = [r for r in self.registry.all() if r.run_id.startswith(run_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise RunNotFound(f"'{run_id}' matches {len(matches)} runs; give more of the id")
+        raise RunNotFound(f"no Modal run '{run_id}' (see `ml-agent ps`)")
+
+    def record(self, run_id: str) -> RunRecord | None:
+        """The registry entry of a run (exact id), or None."""
+        with modal_errors("reading the run registry"):
+            return self.registry.get(run_id)
+
+    def token(self, run_id: str) -> str | None:
+        """The run token, if this machine launched the run: the CLI redacts it from output."""
+        path = _token_path(run_id)
+        return path.read_text().strip() if path.is_file() else None
+
+    def _sandbox(self, record: RunRecord) -> modal.Sandbox:
+        import modal
+
+        if not record.sandbox_id:
+            raise BackendError(f"run {record.run_id} has no sandbox")
+        with modal_errors(f"finding the sandbox of run {record.run_id}"):
+            return modal.Sandbox.from_id(record.sandbox_id)
+
+    def events(self, run_id: str, *, follow: bool) -> Iterator[dict[str, Any]]:
+        sandbox = self._sandbox(self.find(run_id))
+        for _, line in _read_lines(sandbox, ("stdout",), follow=follow):
+            event = protocol.decode_event(line)
+            if event is not None:
+                yield event
+
+    def send(self, run_id: str, line: str) -> None:
+        sandbox = self._sandbox(self.find(run_id))
+        with modal_errors(f"writing to run {run_id}"):
+            sandbox.stdin.write(line if line.endswith("\n") else line + "\n")
+            sandbox.stdin.drain()
+
+    def logs(self, run_id: str, *, follow: bool) -> Iterator[str]:
+        sandbox = self._sandbox(self.find(run_id))
+        for _, line in _read_lines(sandbox, ("stdout", "stderr"), follow=follow):
+            yield line.rstrip("\n")
+
+    def ps(self) -> list[RunRecord]:
+        with modal_errors("listing runs"):
+            return self._refresh(self.registry.all())
+
+    def _refresh(self, records: list[RunRecord]) -> list[RunRecord]:
+        """Live runs get their status from Modal and their cost from the proxy's usage."""
+        import modal
+        from modal.exception import NotFoundError
+
+        for record in records:
+            if record.status not in LIVE or not record.sandbox_id:
+                continue
+            try:
+                returncode = modal.Sandbox.from_id(record.sandbox_id).poll()
+            except NotFoundError:
+                continue  # Modal forgot it (long gone): keep the last known status
+            cost = ModalUsageSink.for_app(record.app).get(record.run_id).get("cost_usd")
+            changed = cost is not None and cost != record.cost_usd
+            record.cost_usd = cost if cost is not None else record.cost_usd
+            if returncode is not None:
+                record.status = status_of(returncode)
+                record.exit_code = returncode
+                record.ended_at = time.time()
+                changed = True
+            if changed:
+                self.registry.put(record)
+        return records
+
+    def stop(self, run_id: str) -> RunRecord:
+        """Stop the sandbox, then one final metric sync, then revoke the run token.
+
+        The sync runs after the sandbox has ended so that it sees the last rows the sandbox
+        committed to the volume. Idempotent: a finished run is returned as it is.
+        """
+
+        record = self.find(run_id)
+        if record.status not in LIVE:
+            return record
+        sandbox = self._sandbox(record)
+        with modal_errors(f"stopping run {record.run_id}"):
+            self.progress(f"stopping sandbox {record.sandbox_id}")
+            sandbox.terminate()
+            sandbox.wait(raise_on_termination=False)
+        self._final_sync(record.app)
+        with modal_errors(f"recording the end of run {record.run_id}"):
+            self._revoke(record.app, record.run_id)
+            usage = ModalUsageSink.for_app(record.app).get(record.run_id)
+            record.status = "stopped"
+            record.ended_at = time.time()
+            record.exit_code = sandbox.returncode
+            record.cost_usd = usage.get("cost_usd", record.cost_usd)
+            self.registry.put(record)
+        return record
+
+    def _final_sync(self, app: str) -> None:
+        """Run the app's `sync_now` once; an app deployed without a syncer has none."""
+        import modal
+        from modal.exception import NotFoundError
+
+        try:
+            sync_now = modal.Function.from_name(app, "sync_now")
+            sync_now.hydrate()
+        except NotFoundError:
+            return
+        try:
+            self.progress("final metric sync")
+            with modal_errors("the final metric sync"):
+                sync_now.remote()
+        except Exception as exc:  # noqa: BLE001 - the run is stopped either way; say why
+            self.progress(f"warning: the final metric sync failed: {exc}")
+
+    def _revoke(self, app: str, run_id: str) -> None:
+        state = AppState(app)
+        token_hash = state.get(f"token:{run_id}")
+        if not token_hash:
+            return
+        tokens = ModalTokenStore.for_app(app)
+        current = tokens.get(token_hash)
+        if current is not None:
+            tokens.put(token_hash, TokenRecord(**{**current.to_dict(), "revoked": True}))
+
+
+def _token_path(run_id: str) -> Path:
+    return ml_agent_home() / "modal" / "tokens" / run_id
+
+
+def _save_token(run_id: str, token: str) -> None:
+    """Only the launching machine keeps the raw token (0600), to redact it from output."""
+    path = _token_path(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token)
+
+
+def status_of(returncode: int) -> str:
+    """A finished sandbox's status for `ps` (Modal: 124 = timed out, 137 = terminated)."""
+    if returncode == 0:
+        return "succeeded"
+    if returncode == 124:
+        return "timeout"
+    if returncode == 137:
+        return "stopped"
+    return "failed"
+
+
+def _read_lines(
+    sandbox: modal.Sandbox, streams: tuple[str, ...], *, follow: bool, idle_s: float = IDLE_S
+) -> Iterator[tuple[str, str]]:
+    """(stream, line) from the sandbox's output from its start, stdout/stderr interleaved.
+
+    `follow` reads until the sandbox ends; otherwise until it has been quiet for `idle_s`
+    (Modal streams a live sandbox's output without an end). Readers are daemon threads
+    because modal's stream iterators block.
+    """
+    lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+
+    def pump(name: str) -> None:
+        try:
+            for line in getattr(sandbox, name):
+                lines.put((name, line))
+        except Exception as exc:  # noqa: BLE001 - reported to the consumer below
+            lines.put((name, f"[ml-agent: reading {name} failed: {exc}]\n"))
+        finally:
+            lines.put((name, None))
+
+    for name in streams:
+        threading.Thread(target=pump, args=(name,), name=f"modal-{name}", daemon=True).start()
+    open_streams = len(streams)
+    while open_streams:
+        try:
+            name, line = lines.get(timeout=None if follow else idle_s)
+        except queue.Empty:
+            return
+        if line is None:
+            open_streams -= 1
+        else:
+            yield name, line

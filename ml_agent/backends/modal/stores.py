@@ -1,0 +1,121 @@
+"""State on Modal: the token store, usage totals, the run registry and the app's own state.
+
+All are `modal.Dict`s, written by the launcher with the user's credentials and read by the
+proxy inside Modal:
+
+    ml-agent-runs      run id -> RunRecord dict           (every app: `ps` lists them all)
+    <app>-tokens       sha256(token) -> TokenRecord dict  (the proxy verifies tokens here)
+    <app>-usage        run id -> usage totals             (the proxy adds, `ps` reads cost)
+    <app>-state        "app_hash", "syncer_heartbeat", "syncer_call_id"
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ml_agent.contracts import RunRecord, TokenRecord
+
+if TYPE_CHECKING:
+    import modal
+
+REGISTRY_DICT = "ml-agent-runs"
+
+
+def tokens_dict_name(app: str) -> str:
+    return f"{app}-tokens"
+
+
+def usage_dict_name(app: str) -> str:
+    return f"{app}-usage"
+
+
+def state_dict_name(app: str) -> str:
+    return f"{app}-state"
+
+
+def named_dict(name: str) -> modal.Dict:
+    import modal
+
+    return modal.Dict.from_name(name, create_if_missing=True)
+
+
+class ModalTokenStore:
+    """`contracts.TokenStore` on a modal.Dict (the proxy caches reads on its side)."""
+
+    nonblocking = False  # every call is a network round trip: the proxy runs it off-loop
+
+    def __init__(self, store: modal.Dict) -> None:
+        self._dict = store
+
+    @classmethod
+    def for_app(cls, app: str) -> ModalTokenStore:
+        return cls(named_dict(tokens_dict_name(app)))
+
+    def get(self, token_hash: str) -> TokenRecord | None:
+        data = self._dict.get(token_hash)
+        return TokenRecord.from_dict(data) if data else None
+
+    def put(self, token_hash: str, record: TokenRecord) -> None:
+        self._dict[token_hash] = record.to_dict()
+
+
+class ModalUsageSink:
+    """`contracts.UsageSink` on a modal.Dict.
+
+    modal.Dict has no atomic add: the lock serializes the read-modify-write inside one
+    process, and the proxy runs as a single container (`max_containers=1`), so no update
+    is lost.
+    """
+
+    nonblocking = False
+
+    def __init__(self, store: modal.Dict) -> None:
+        self._dict = store
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_app(cls, app: str) -> ModalUsageSink:
+        return cls(named_dict(usage_dict_name(app)))
+
+    def add(self, run_id: str, usage: dict[str, float]) -> dict[str, float]:
+        with self._lock:
+            totals = dict(self._dict.get(run_id) or {})
+            for key, value in usage.items():
+                totals[key] = totals.get(key, 0) + value
+            self._dict[run_id] = totals
+            return totals
+
+    def get(self, run_id: str) -> dict[str, float]:
+        return dict(self._dict.get(run_id) or {})
+
+
+class RunRegistry:
+    """What `ps` lists: every run launched on Modal, finished ones included."""
+
+    def __init__(self, store: modal.Dict | None = None) -> None:
+        self._dict = store if store is not None else named_dict(REGISTRY_DICT)
+
+    def put(self, record: RunRecord) -> None:
+        self._dict[record.run_id] = record.to_dict()
+
+    def get(self, run_id: str) -> RunRecord | None:
+        data = self._dict.get(run_id)
+        return RunRecord.from_dict(data) if data else None
+
+    def all(self) -> list[RunRecord]:
+        records = [RunRecord.from_dict(v) for _, v in self._dict.items()]
+        return sorted(records, key=lambda r: (r.created_at, r.run_id), reverse=True)
+
+
+class AppState:
+    """Small facts about a deployed app: which app_hash is deployed, the syncer's pulse."""
+
+    def __init__(self, app: str) -> None:
+        self._dict = named_dict(state_dict_name(app))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._dict.get(key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        self._dict[key] = value

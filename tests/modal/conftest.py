@@ -1,0 +1,47 @@
+"""Fixtures for the Modal backend's tests: no test here can ever reach the real Modal.
+
+Every test runs with MODAL_* cleared, MODAL_CONFIG_PATH at a missing file (so
+~/.modal.toml is never read) and modal's cached client dropped: without a token the SDK
+fails at once with AuthError. `fake_modal` then points the SDK at the in-process fake
+control plane (tests/fakes/modal_server.py). Only tests marked `modal` keep the real
+credentials, and they are skipped when there are none.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.modal_server import FakeModal, isolated_modal_env
+
+
+def real_modal_credentials() -> bool:
+    """Credentials exist on this machine (env or ~/.modal.toml); read before any isolation."""
+    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        return True
+    config = Path(os.environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
+    return config.is_file() and "token_id" in config.read_text(errors="replace")
+
+
+HAS_REAL_MODAL = real_modal_credentials()
+
+
+@pytest.fixture(autouse=True)
+def _no_real_modal(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("ML_AGENT_HOME", str(tmp_path / "ml-agent-home"))
+    if request.node.get_closest_marker("modal"):
+        if not HAS_REAL_MODAL:
+            pytest.skip("needs real Modal credentials (`modal token new`)")
+        yield
+        return
+    with isolated_modal_env({"MODAL_CONFIG_PATH": str(tmp_path / "missing-modal.toml")}):
+        yield
+
+
+@pytest.fixture
+def fake_modal(tmp_path):
+    """The fake control plane, with the SDK pointed at it (and nowhere else)."""
+    with FakeModal() as fake, fake.environ(str(tmp_path / "missing-modal.toml")):
+        yield fake

@@ -1,0 +1,36 @@
+"""A live smoke test on the real Modal: runs only where Modal credentials exist (costs cents).
+
+It deploys a separate app (`ml-agent-smoke`), launches configs/cpu.yaml for at most five
+minutes, waits for the agent's `ready` event through the proxy, then stops the run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ml_agent.backends.modal import ModalBackend
+from ml_agent.contracts import new_run_id
+from ml_agent.errors import BackendError
+from tests.modal.plans import config_plan
+
+pytestmark = [pytest.mark.modal, pytest.mark.timeout(900)]
+
+
+def test_cpu_run_starts_answers_and_stops():
+    plan = config_plan(
+        "cpu.yaml", "app=ml-agent-smoke", "sandbox.timeout=5m", run_id=new_run_id()
+    )
+    backend = ModalBackend()
+    try:
+        run = backend.up(plan, task=None, detach=True)
+    except BackendError as exc:
+        if "missing Modal secret" in str(exc):
+            pytest.skip(str(exc))
+        raise
+    try:
+        first = next(backend.events(run.run_id, follow=True))
+        assert first["type"] == "ready" and first["run_id"] == run.run_id
+        assert any(r.run_id == run.run_id and r.status == "running" for r in backend.ps())
+    finally:
+        stopped = backend.stop(run.run_id)
+    assert stopped.status in ("stopped", "succeeded")
