@@ -1,0 +1,150 @@
+"""`ml-agent proxy serve` / `proxy token`: run the Anthropic proxy yourself, mint run tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ml_agent.contracts import TokenRecord, ml_agent_home
+from ml_agent.errors import MlAgentError
+
+ANTHROPIC = "https://api.anthropic.com"
+
+SERVE_HELP = """Serve the Anthropic proxy: run tokens in, the real key (from --key-env) out.
+
+Tokens: with `--tokens-file FILE`, any token minted into that file by `ml-agent proxy
+token --tokens-file FILE` is accepted (the file holds only token hashes; it is re-read when
+it changes, and a revocation takes effect within 30 s). Without it, one token is minted at
+start and printed once on stdout. Clients use the token as their ANTHROPIC_API_KEY and
+`http://HOST:PORT` as ANTHROPIC_BASE_URL.
+"""
+
+TOKEN_HELP = """Mint a run token: printed once on stdout; only its hash is stored.
+
+The hash, run id, expiry and budget go to --tokens-file (default
+`$ML_AGENT_HOME/proxy-tokens.json`), which `ml-agent proxy serve --tokens-file` reads.
+"""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `30m`, `1h`, `2d` -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise MlAgentError(f"--ttl: not a duration: {text!r}; use e.g. 30m, 1h or 2d")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def default_tokens_file() -> Path:
+    return ml_agent_home() / "proxy-tokens.json"
+
+
+class FileTokenStore:
+    """A TokenStore in a JSON file `{sha256(token): TokenRecord}`, re-read when it changes."""
+
+    nonblocking = True  # a stat per lookup; the proxy caches lookups anyway
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._records: dict[str, dict[str, Any]] = {}
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            self._records = json.loads(self.path.read_text() or "{}")
+            self._stamp = stamp
+        return self._records
+
+    def get(self, token_hash: str) -> TokenRecord | None:
+        with self._lock:
+            data = self._load().get(token_hash)
+        return TokenRecord.from_dict(data) if data else None
+
+    def put(self, token_hash: str, record: TokenRecord) -> None:
+        with self._lock:
+            records = dict(self._load())
+            records[token_hash] = record.to_dict()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(records, f, indent=1)
+            os.replace(tmp, self.path)
+            self._stamp = None
+
+
+def mint(store: Any, run_id: str | None, ttl: float, budget: float | None) -> str:
+    from ml_agent.contracts import hash_token, mint_token, new_run_id
+
+    token = mint_token()
+    record = TokenRecord(run_id=run_id or new_run_id(), expires_at=time.time() + ttl,
+                         budget_usd=budget)
+    store.put(hash_token(token), record)
+    return token
+
+
+def register(app: typer.Typer) -> None:
+    proxy_app = typer.Typer(help="Run the Anthropic proxy yourself; mint run tokens.",
+                            no_args_is_help=True)
+    app.add_typer(proxy_app, name="proxy")
+
+    @proxy_app.command("serve", help=SERVE_HELP)
+    def serve_cmd(
+        upstream: str = typer.Option(ANTHROPIC, help="The API the key belongs to."),
+        port: int = typer.Option(8082, help="Port to listen on."),
+        host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+        key_env: str = typer.Option("ANTHROPIC_API_KEY", help="Env variable holding the key."),
+        tokens_file: Path | None = typer.Option(  # noqa: B008 - Typer's declaration style
+            None, help="Accept tokens minted into it."),
+        prefix: str = typer.Option("", help="Path prefix the proxy is served under."),
+        budget: float | None = typer.Option(None, help="Budget (USD) of the minted token."),
+        ttl: str = typer.Option("24h", help="Lifetime of the minted token."),
+    ) -> None:
+        import logging
+
+        from ml_agent.proxy import MemoryTokenStore, MemoryUsageSink, create_app, serve
+
+        key = os.environ.get(key_env, "")
+        if not key:
+            raise MlAgentError(f"${key_env} is not set: export the API key for {upstream} "
+                               "there, or name another variable with --key-env")
+        store: Any
+        if tokens_file is not None:
+            store = FileTokenStore(tokens_file)
+        else:
+            store = MemoryTokenStore()
+            token = mint(store, "serve", parse_duration(ttl), budget)
+            typer.echo(token)  # shown once: stdout, for `TOKEN=$(... | head -1)`
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        try:
+            app = create_app(upstream=upstream, api_key=key, tokens=store,
+                             usage=MemoryUsageSink(), prefix=prefix)
+        except ValueError as exc:
+            raise MlAgentError(f"--upstream: {exc}") from None
+        typer.echo(f"proxy for {upstream} on http://{host}:{port}{prefix}", err=True)
+        serve(app, host=host, port=port)
+
+    @proxy_app.command("token", help=TOKEN_HELP)
+    def token_cmd(
+        run_id: str | None = typer.Option(None, help="Run id (default: a new one)."),
+        ttl: str = typer.Option("1h", help="Lifetime, e.g. 30m, 1h, 2d."),
+        budget: float | None = typer.Option(None, help="Budget in USD (default: none)."),
+        tokens_file: Path | None = typer.Option(  # noqa: B008 - Typer's declaration style
+            None, help="Where the hash goes (default: $ML_AGENT_HOME/proxy-tokens.json)."),
+    ) -> None:
+        store = FileTokenStore(tokens_file or default_tokens_file())
+        typer.echo(mint(store, run_id, parse_duration(ttl), budget))

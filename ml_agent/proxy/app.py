@@ -1,0 +1,387 @@
+"""The proxy: check a run token, forward to the pinned upstream with the real key, meter usage.
+
+The hot path is a raw ASGI callable (`AnthropicProxy`): httpx requests and responses over
+a pooled lean HTTP/1.1 transport (wire.py), the raw body bytes relayed as they arrive
+(never buffered or decoded; what one socket read brings leaves in one write), usage read
+on the side (metering.py). `create_app` wraps it in a Starlette app whose lifespan closes
+the upstream connections. Security model: README, section "The Anthropic proxy".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from ml_agent.contracts import TokenStore, UsageSink, hash_token
+from ml_agent.proxy import auth, paths
+from ml_agent.proxy.errors import send_error, sse_error_event
+from ml_agent.proxy.metering import Meter, decoders
+from ml_agent.proxy.wire import Http11Transport
+
+log = logging.getLogger("ml_agent.proxy")
+Scope = MutableMapping[str, Any]
+
+MAX_BODY = 32 * 1024 * 1024  # Anthropic's own limit for a Messages request
+# The Claude CLI gives up on a request after 10 minutes (x-stainless-timeout: 600).
+HEADER_TIMEOUT = 600.0
+READ_TIMEOUT = 600.0
+CONNECT_TIMEOUT = 10.0
+
+HOP_BY_HOP = frozenset(
+    b"connection keep-alive proxy-authenticate proxy-authorization proxy-connection te "
+    b"trailer transfer-encoding upgrade".split()
+)
+# Credentials (ours and the client's), what httpx sets itself, and what says who the client
+# is: none of it goes upstream.
+DROP_REQUEST = HOP_BY_HOP | frozenset(
+    b"host content-length x-api-key authorization cookie accept-encoding forwarded "
+    b"x-forwarded-for x-forwarded-host x-forwarded-proto x-real-ip".split()
+)
+PATH_ERROR = {403: "permission_error", 404: "not_found_error", 405: "invalid_request_error"}
+
+
+class AnthropicProxy:
+    """Raw ASGI app; build it with `create_app` (same arguments)."""
+
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        api_key: str,
+        tokens: TokenStore,
+        usage: UsageSink,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        allowed_paths: Iterable[str | tuple[str, str]] = paths.DEFAULT_ALLOWED,
+        max_body: int = MAX_BODY,
+        header_timeout: float = HEADER_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        prefix: str = "",
+        token_ttl: float = 30.0,
+        bad_token_limit: int = 20,
+        bad_token_window: float = 60.0,
+    ) -> None:
+        parts = urlsplit(upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"upstream must be an http(s) URL (got {upstream!r})")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("upstream must not carry a query, fragment or credentials")
+        if not api_key:
+            raise ValueError("api_key is empty")
+        self.upstream = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._key = api_key.encode()
+        self.usage_sink = usage
+        self.clock = clock
+        self.allowed = paths.parse_allowed(allowed_paths)
+        self.max_body = max_body
+        self.header_timeout = header_timeout
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.tokens = auth.TokenCache(tokens, clock, ttl=token_ttl)
+        self.limiter = auth.BadTokenLimiter(clock, bad_token_limit, bad_token_window)
+        self._usage_inline = bool(getattr(usage, "nonblocking", False))
+        self._totals: dict[str, dict[str, float]] = {}
+        self._encodings = set(decoders()) | {"identity"}
+        # Our lean HTTP/1.1 wire unless told otherwise (wire.py says why). The transport is
+        # called directly: the proxy needs none of httpx.AsyncClient's redirects, cookies,
+        # auth or default headers. CA certificates are loaded only when they can matter.
+        self._wire: httpx.AsyncBaseTransport = transport or Http11Transport(
+            verify=self.upstream.startswith("https:"))
+        self._timeouts = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=60.0, pool=header_timeout
+        ).as_dict()
+
+    def __repr__(self) -> str:  # never the key
+        return f"AnthropicProxy(upstream={self.upstream!r})"
+
+    async def aclose(self) -> None:
+        """Close the upstream connections (the app's lifespan does it at shutdown)."""
+        await self._wire.aclose()
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, tracking_send)
+        except Exception:
+            log.exception("proxy error")
+            if not started:
+                await send_error(send, "api_error", "internal error in the ml-agent proxy")
+
+    async def _handle(self, scope: Scope, receive: Any, send: Any) -> None:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        root = scope.get("root_path", "").encode()
+        if root and raw_path.startswith(root):
+            raw_path = raw_path[len(root) :]
+        method = scope["method"]
+        if raw_path in (b"/healthz", (self.prefix + "/healthz").encode()) and method == "GET":
+            await _json(send, 200, {"status": "ok"})
+            return
+
+        # Who: a valid, live run token (no upstream call otherwise).
+        client = (scope.get("client") or ("?", 0))[0]
+        token = auth.credential(scope["headers"])
+        token_hash = hash_token(token) if token else None
+        retry = self.limiter.retry_after(client)
+        if retry is not None and not (token_hash and self.tokens.known(token_hash)):
+            log.debug("refused: too many bad tokens from %s", client)  # a flood: stay quiet
+            await send_error(send, "rate_limit_error",
+                             "too many requests with invalid run tokens; try again later",
+                             headers={"retry-after": str(retry)})
+            return
+        record = await self.tokens.lookup(token_hash) if token_hash else None
+        why = auth.refusal(record, self.clock()) if token_hash else "missing run token"
+        if why or record is None:
+            self.limiter.failed(client)
+            log.info("refused: %s (from %s)", why, client)
+            await send_error(send, "authentication_error",
+                             f"ml-agent proxy: {why}; use the run's token as x-api-key")
+            return
+
+        # What: an allowed path only.
+        try:
+            api_path = paths.check(method, raw_path, self.prefix, self.allowed)
+        except paths.PathRefused as exc:
+            await send_error(send, PATH_ERROR[exc.status], str(exc), status=exc.status)
+            return
+
+        # How much: the run's budget.
+        if record.budget_usd is not None:
+            spent = (await self._run_totals(record.run_id)).get("cost_usd", 0.0)
+            if spent >= record.budget_usd:
+                log.info("refused: run %s is over budget", record.run_id)
+                await send_error(
+                    send, "billing_error",
+                    f"ml-agent proxy: run {record.run_id} has used ${spent:.4f} of its "
+                    f"${record.budget_usd:g} budget (proxy.budget_usd); no more requests "
+                    "are forwarded for this run",
+                )
+                return
+
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return
+        await self._forward(scope, receive, send, record.run_id, api_path, body)
+
+    async def _read_body(self, scope: Scope, receive: Any, send: Any) -> bytes | None:
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        too_big = declared is not None and declared.isdigit() and int(declared) > self.max_body
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > self.max_body:
+                too_big = True
+            elif not too_big:
+                chunks.append(chunk)
+            if too_big and size > 4 * self.max_body:
+                break  # stop draining: answer now, the server closes the connection
+        if too_big:
+            await send_error(send, "request_too_large",
+                             f"request body larger than {self.max_body} bytes")
+            return None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # -- Forwarding ------------------------------------------------------------------------
+    def _request(self, scope: Scope, api_path: str, body: bytes) -> httpx.Request:
+        drop = DROP_REQUEST
+        for name, value in scope["headers"]:
+            if name == b"connection":  # names more hop-by-hop headers
+                drop = drop | {v.strip().lower() for v in value.split(b",")}
+        headers = [(k, v) for k, v in scope["headers"] if k not in drop]
+        headers.append((b"x-api-key", self._key))
+        accepted = next((v for k, v in scope["headers"] if k == b"accept-encoding"), None)
+        if accepted:
+            # Only encodings the meter can read (content-encoding still passes through).
+            offered = [e for e in accepted.decode("latin-1").split(",")
+                       if e.split(";")[0].strip().lower() in self._encodings]
+            if offered:
+                headers.append((b"accept-encoding", ",".join(offered).strip().encode()))
+        url = self.upstream + api_path
+        query = scope.get("query_string", b"")
+        if query:
+            url += "?" + query.decode("latin-1")
+        content = body if body or scope["method"] not in ("GET", "HEAD") else None
+        return httpx.Request(scope["method"], url, headers=headers, content=content,
+                             extensions={"timeout": self._timeouts})
+
+    async def _forward(self, scope: Scope, receive: Any, send: Any, run_id: str,
+                       api_path: str, body: bytes) -> None:
+        request = self._request(scope, api_path, body)
+        metered = _Metered(run_id)
+        started = time.monotonic()
+        try:
+            async with anyio.create_task_group() as tg:
+                async def watch_disconnect() -> None:
+                    # The client going away cancels the exchange, which closes upstream.
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_disconnect)
+                try:
+                    await self._exchange(send, request, api_path, metered)
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if not metered.recorded:
+                with anyio.CancelScope(shield=True):
+                    await self._settle(metered)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("run %s %s %s: %s in %.3fs, usage %s", run_id, scope["method"],
+                          api_path, metered.outcome, time.monotonic() - started, metered.usage)
+
+    async def _exchange(self, send: Any, request: httpx.Request, api_path: str,
+                        metered: _Metered) -> None:
+        try:
+            with anyio.fail_after(self.header_timeout):
+                response = await self._wire.handle_async_request(request)
+        except TimeoutError:
+            metered.outcome = "504 no response headers in time"
+            await self._settle(metered)
+            await send_error(send, "timeout_error",
+                             "the Anthropic API sent no response in time", status=504)
+            return
+        except httpx.TransportError as exc:
+            log.warning("upstream unreachable: %s", type(exc).__name__)
+            metered.outcome = "502 upstream unreachable"
+            await self._settle(metered)
+            await send_error(send, "api_error",
+                             "ml-agent proxy could not reach the Anthropic API", status=502)
+            return
+        try:
+            drop = HOP_BY_HOP
+            for value in response.headers.get_list("connection"):
+                drop = drop | {v.strip().lower().encode() for v in value.split(",")}
+            raw = response.headers.raw
+            headers = [(k.lower(), v) for k, v in raw if k.lower() not in drop]
+            content_type = response.headers.get("content-type", "")
+            if api_path == "/v1/messages":
+                metered.meter = Meter("", content_type,
+                                      response.headers.get("content-encoding", ""),
+                                      response.status_code)
+            metered.outcome = f"{response.status_code} broken off"
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": headers})
+            last = b"\n\n"
+            feed = metered.meter.feed if metered.meter is not None else None
+            try:
+                async for chunk in response.aiter_raw():
+                    if feed is not None:
+                        feed(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    last = chunk
+            except httpx.TransportError as exc:
+                # Upstream broke off: end the client's stream now, visibly incomplete (an SSE
+                # error event when at an event boundary, then no terminating chunk).
+                log.warning("upstream stream broke off: %s", type(exc).__name__)
+                if content_type.startswith("text/event-stream") and last.endswith(b"\n\n"):
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": sse_error_event("api_error",
+                                                        "upstream connection lost")})
+                return
+            metered.outcome = f"{response.status_code}"
+            # Usage lands before the client sees the end of the answer.
+            await self._settle(metered)
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    # -- Usage -----------------------------------------------------------------------------
+    async def _run_totals(self, run_id: str) -> dict[str, float]:
+        totals = self._totals.get(run_id)
+        if totals is None:
+            sink = self.usage_sink
+            totals = sink.get(run_id) if self._usage_inline else await anyio.to_thread.run_sync(
+                sink.get, run_id)
+            self._totals[run_id] = totals
+        return totals
+
+    async def _settle(self, metered: _Metered) -> None:
+        metered.recorded = True
+        if metered.meter is not None:
+            metered.usage = metered.meter.usage()
+        await self._record(metered.run_id, metered.usage)
+
+    async def _record(self, run_id: str, usage: dict[str, float]) -> None:
+        try:
+            sink = self.usage_sink
+            if self._usage_inline:
+                self._totals[run_id] = sink.add(run_id, usage)
+            else:
+                self._totals[run_id] = await anyio.to_thread.run_sync(sink.add, run_id, usage)
+        except Exception:
+            log.exception("could not record usage for run %s", run_id)
+
+
+class _Metered:
+    """One forwarded request's metering state."""
+
+    __slots__ = ("run_id", "meter", "usage", "recorded", "outcome")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.meter: Meter | None = None
+        self.usage: dict[str, float] = {"requests": 1}
+        self.recorded = False
+        self.outcome = "client went away"
+
+
+async def _json(send: Any, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def create_app(**kwargs: Any) -> Any:
+    """The proxy as a Starlette app. Arguments: those of `AnthropicProxy`, notably
+
+    upstream: base URL (may carry a path prefix), e.g. `https://api.anthropic.com`.
+        It comes with `api_key`, which is sent nowhere else: the config layer only allows
+        an upstream other than Anthropic's together with its own key secret.
+    api_key: the real Anthropic key (injected as x-api-key).
+    tokens / usage: the token store and usage sink (ml_agent.contracts Protocols).
+    transport: an httpx transport (tests, or a custom pool); clock: wall clock for expiry.
+    allowed_paths, max_body, header_timeout, read_timeout, prefix (where it is mounted).
+
+    The app's lifespan closes the upstream connections; when it is mounted inside another
+    app (whose lifespan runs instead), call `await app.state.proxy.aclose()` at shutdown.
+    """
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    proxy = AnthropicProxy(**kwargs)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        yield
+        await proxy.aclose()
+
+    app = Starlette(routes=[Mount("/", app=proxy)], lifespan=lifespan)
+    app.state.proxy = proxy
+    return app

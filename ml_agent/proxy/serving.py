@@ -1,0 +1,108 @@
+"""Serve an ASGI app with uvicorn: in the foreground (`serve`) or on a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+
+def _config(app: Any, **kwargs: Any) -> Any:
+    import uvicorn
+
+    # log_config=None: never reconfigure the host process's logging (tests, the supervisor);
+    # no access log: request lines would carry query strings into logs for nothing.
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="auto",
+        interface="asgi3",
+        # Client addresses (the bad-token limiter) come from the socket: a loopback client
+        # must not be able to pick its own via X-Forwarded-For.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=2,
+        # Idle client connections (the Claude CLI keeps one alive between turns).
+        timeout_keep_alive=75,
+        **kwargs,
+    )
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve `app` until SIGINT/SIGTERM (used by `ml-agent proxy serve`)."""
+    import uvicorn
+
+    uvicorn.Server(_config(app, host=host, port=port)).run()
+
+
+class ServerThread:
+    """uvicorn on a background thread, bound before start() returns.
+
+    >>> with ServerThread(app) as server:   # or server.start() ... server.stop()
+    ...     httpx.get(server.url + "/healthz")
+
+    The socket is bound in the constructor's thread (port 0 = a free port), so `url` is
+    known and connectable as soon as `start()` returns.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host = host
+        self.port: int = self._sock.getsockname()[1]
+        self._server = uvicorn.Server(_config(app, host=host, port=self.port))
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._sock])
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        self._thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
+        self._thread.start()
+        done = threading.Event()
+        while not self._server.started and self._thread.is_alive() and not done.wait(0.01):
+            timeout -= 0.01
+            if timeout <= 0:
+                self.stop()
+                raise RuntimeError(f"server on {self.url} did not start")
+        if not self._server.started:
+            raise RuntimeError(f"server on {self.url} failed to start: {self._error!r}")
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving; open streams are cut after a short grace period."""
+        self.signal_stop()
+        self.join(timeout)
+
+    def signal_stop(self) -> None:
+        """Ask the server to stop without waiting (stop several at once, then join)."""
+        self._server.should_exit = True
+
+    def join(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(timeout)
+            self._thread = None
+        self._sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
