@@ -10,6 +10,8 @@ request so tests can assert what the SDK asked for. Everything else answers UNIM
             ...use modal...
         fake.requests("SandboxCreate")            # the recorded request messages
         fake.sandboxes[sid].write_stdout("...")   # play the process inside the sandbox
+        fake.function_handlers["f"] = body         # run a function call's body, here
+        fake.function_calls("f")                   # [(args, kwargs)] of every call of f
 
 Fixture: `fake_modal` in tests/modal/conftest.py (copy it or import `FakeModal` elsewhere).
 Sandbox ids look like Modal's v1 ids (`sb-` + 22 characters): the SDK routes on the shape.
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
+import pickle
 import secrets
 import socket
 import threading
@@ -123,7 +127,12 @@ class FakeModalServicer(api_grpc.ModalClientBase):
         self.mounts: dict[str, list[str]] = {}
         self.sandboxes: dict[str, FakeSandbox] = {}
         self.function_results: dict[str, Any] = {}  # function name -> returned value
+        #: function name -> a callable run (in a worker thread) with each call's arguments;
+        #: what it returns (or raises) is the call's result. Unset: `function_results`.
+        self.function_handlers: dict[str, Callable[..., Any]] = {}
+        self.function_inputs: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.calls_by_fc: dict[str, str] = {}  # function call id -> function id
+        self.running: dict[str, asyncio.Future[Any]] = {}  # function call id -> handler run
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}-{next(self.ids)}"
@@ -285,9 +294,21 @@ class FakeModalServicer(api_grpc.ModalClientBase):
         )
 
     async def FunctionMap(self, stream) -> None:
+        """Records each input's (args, kwargs); runs the function's handler if it has one."""
         request = await self._recv("FunctionMap", stream)
         call_id = self._id("fc")
         self.calls_by_fc[call_id] = request.function_id
+        name = self.functions[request.function_id].function_name
+        for item in request.pipelined_inputs:
+            # modal pickles (args, kwargs); plain values unpickle without a client.
+            args, kwargs = pickle.loads(item.input.args) if item.input.args else ((), {})
+            self.function_inputs.append((name, tuple(args), dict(kwargs)))
+            handler = self.function_handlers.get(name)
+            if handler is not None:
+                # A thread: the body may use the modal SDK, which talks to this very loop.
+                loop = asyncio.get_running_loop()
+                body = functools.partial(handler, *args, **kwargs)
+                self.running[call_id] = loop.run_in_executor(None, body)
         inputs = [
             api_pb2.FunctionPutInputsResponseItem(idx=i, input_id=self._id("in"), input_jwt="jwt")
             for i, _ in enumerate(request.pipelined_inputs)
@@ -304,14 +325,30 @@ class FakeModalServicer(api_grpc.ModalClientBase):
     async def FunctionGetOutputs(self, stream) -> None:
         request = await self._recv("FunctionGetOutputs", stream)
         name = self.functions[self.calls_by_fc[request.function_call_id]].function_name
-        data = serialize(self.function_results.get(name))
+        running = self.running.get(request.function_call_id)
+        if running is None:
+            result = api_pb2.GenericResult(
+                status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS,
+                data=serialize(self.function_results.get(name)),
+            )
+        else:
+            done, _ = await asyncio.wait([running], timeout=max(request.timeout, 0.1))
+            if not done:  # still running: the SDK asks again
+                await stream.send_message(api_pb2.FunctionGetOutputsResponse(outputs=[]))
+                return
+            error = running.exception()
+            if error is None:
+                result = api_pb2.GenericResult(
+                    status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS,
+                    data=serialize(running.result()),
+                )
+            else:
+                result = api_pb2.GenericResult(
+                    status=api_pb2.GenericResult.GENERIC_STATUS_FAILURE,
+                    exception=f"{type(error).__name__}: {error}",
+                )
         output = api_pb2.FunctionGetOutputsItem(
-            input_id="in-0",
-            idx=0,
-            result=api_pb2.GenericResult(
-                status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS, data=data
-            ),
-            data_format=api_pb2.DATA_FORMAT_PICKLE,
+            input_id="in-0", idx=0, result=result, data_format=api_pb2.DATA_FORMAT_PICKLE
         )
         await stream.send_message(api_pb2.FunctionGetOutputsResponse(outputs=[output]))
 
@@ -381,6 +418,10 @@ class FakeModalServicer(api_grpc.ModalClientBase):
     async def VolumeReload(self, stream) -> None:
         await self._recv("VolumeReload", stream)
         await stream.send_message(Empty())
+
+    async def VolumeCommit(self, stream) -> None:
+        await self._recv("VolumeCommit", stream)
+        await stream.send_message(api_pb2.VolumeCommitResponse(skip_reload=False))
 
     async def VolumeHeartbeat(self, stream) -> None:
         await self._recv("VolumeHeartbeat", stream)
@@ -699,6 +740,20 @@ class FakeModal:
         if not matches:
             raise KeyError(f"no function {name!r} was created")
         return matches[-1]
+
+    @property
+    def function_handlers(self) -> dict[str, Callable[..., Any]]:
+        return self.servicer.function_handlers
+
+    def function_calls(self, name: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """(args, kwargs) of every call (`remote`, `spawn`) of the function `name`."""
+        return [(a, k) for n, a, k in self.servicer.function_inputs if n == name]
+
+    def dict_items(self, name: str) -> dict[Any, Any]:
+        """The content of the named modal.Dict, unpickled ({} if it does not exist)."""
+        dict_id = self.servicer.dicts.get(name)
+        data = self.servicer.dict_data.get(dict_id, {}) if dict_id else {}
+        return {pickle.loads(k): pickle.loads(v) for k, v in data.items()}
 
     def secret_env(self, secret_id: str) -> dict[str, str]:
         return self.servicer.secret_env.get(secret_id, {})

@@ -1,4 +1,4 @@
-"""The functions the app deploys, run here: proxy and final sync against the fake Modal.
+"""The functions the app deploys, run here: proxy and syncers against the fake Modal.
 
 `app.proxy()` is what Modal calls in the container; here it runs in-process with the SDK
 pointed at the fake control plane and the upstream at the fake Anthropic API.
@@ -6,7 +6,11 @@ pointed at the fake control plane and the upstream at the fake Anthropic API.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 import modal
@@ -17,6 +21,7 @@ from ml_agent.contracts import TokenRecord, hash_token, mint_token
 from ml_agent.proxy.serving import ServerThread
 from tests.fakes.anthropic import FakeAnthropic
 from tests.modal.plans import config_plan
+from tests.syncer.helpers import RecordingUploader, rows
 
 REAL_KEY = "sk-ant-real"
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 16,
@@ -60,3 +65,58 @@ def test_final_sync_function_reloads_the_trackio_volume(fake_modal, monkeypatch,
     modal_app.sync_now()  # nothing to publish yet: a reload, then an empty final sync
     (reload,) = fake_modal.requests("VolumeReload")
     assert reload.volume_id == fake_modal.servicer.volumes["sandbox-trackio"]
+
+
+def _project(trackio: Path, name: str, rows: int) -> Path:
+    """A trackio-shaped project database (WAL mode, a metrics table) with `rows` more rows."""
+    trackio.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(trackio / f"{name}.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS metrics (id INTEGER PRIMARY KEY, run_id TEXT, "
+                     "timestamp TEXT, run_name TEXT, step INTEGER, metrics TEXT)")
+        for step in range(rows):
+            conn.execute("INSERT INTO metrics (run_id, timestamp, run_name, step, metrics) "
+                         "VALUES ('r', '2026-11-26T00:00:00', 'run', ?, '{}')", (step,))
+    finally:
+        conn.close()
+    return trackio / f"{name}.db"
+
+
+def test_syncer_and_final_syncs_share_what_was_uploaded(fake_modal, monkeypatch, tmp_path):
+    """A final sync (a fresh container each `stop`) uploads only what changed since the
+    last upload by any syncer: their records live in the app's `-sync` modal.Dict."""
+    for name in ("anthropic-secret", "hf-write"):
+        fake_modal.add_secret(name, {})
+    plan = config_plan("a10.yaml", "syncer.enabled=true", "syncer.space_id=my-org/metrics")
+    modal_app.build_app(plan).deploy(name=plan.app)  # no sandbox: the syncer stops at once
+    trackio = tmp_path / "trackio"  # where the containers mount the trackio volume
+    env = {**modal_app.settings_env(plan), "ML_AGENT_SYNCER_TRACKIO_DIR": str(trackio)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    _project(trackio, "alpha", 3)
+    beta = _project(trackio, "beta", 3)
+
+    first = RecordingUploader(tmp_path / "up1")
+    assert modal_app.run_syncer(uploader=first, min_uptime_s=0) == "asked to stop"
+    assert sorted(u.project for u in first.uploads) == ["alpha", "beta"]  # once each
+    assert set(fake_modal.dict_items("ml-agent-sync")) == {
+        "sandbox-trackio/alpha", "sandbox-trackio/beta"
+    }
+    assert fake_modal.dict_items("ml-agent-state")["syncer_heartbeat"] == 0.0  # it stopped
+
+    _project(trackio, "alpha", 2)  # new rows in one project
+    # Another container's mount may renumber files: same content, new inode, no upload.
+    copy = beta.with_name("beta.copy")
+    shutil.copyfile(beta, copy)
+    os.replace(copy, beta)
+    second = RecordingUploader(tmp_path / "up2")
+    report = modal_app.final_sync(uploader=second)
+    assert [u.project for u in second.uploads] == ["alpha"]
+    assert report == {"space_id": "my-org/metrics", "projects": 2, "uploaded": ["alpha"],
+                      "failed": []}
+    assert rows(second.uploads[0].db) == 5
+
+    third = RecordingUploader(tmp_path / "up3")
+    assert modal_app.final_sync(uploader=third)["uploaded"] == []
+    assert not third.uploads

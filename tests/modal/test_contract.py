@@ -60,6 +60,10 @@ def test_up_deploys_the_app_and_creates_the_sandbox(fake, backend):
     assert [(m.mount_path, m.read_only) for m in syncer.volume_mounts] == [
         ("/root/.cache/huggingface/trackio", True)
     ]
+    finalize = fake.function("finalize_run")  # writes the proxy's usage into result.json
+    assert [(m.mount_path, m.read_only) for m in finalize.volume_mounts] == [("/data", False)]
+    named = set(fake.servicer.secrets.values())
+    assert not named & set(finalize.secret_ids)  # no key, no HF token: only its settings
     assert len(fake.requests("AppPublish")) == 1
     assert {r.deployment_name for r in fake.requests("VolumeGetOrCreate")} == {
         "sandbox-data", "sandbox-trackio"
@@ -109,7 +113,7 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
         a10("20261126-0316-bbbbbb"), task="train", detach=True
     )
     assert len(fake.requests("AppPublish")) == 1
-    assert len(fake.requests("FunctionCreate")) == 3  # proxy, syncer, sync_now: once
+    assert len(fake.requests("FunctionCreate")) == 4  # proxy, syncer, sync_now, finalize_run
     assert len(fake.requests("FunctionMap")) == 1  # the one syncer is alive
     assert len(fake.requests("SandboxCreate")) == 2
     assert list(fake.requests("SandboxCreate")[1].definition.entrypoint_args)[-2:] == [
@@ -118,10 +122,10 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
     assert [r.run_id for r in backend.ps()] == [second.run_id, first.run_id]
 
 
-def test_changed_app_part_is_refused_under_live_runs(fake, backend):
+@pytest.mark.parametrize("change", ["proxy.budget_usd=5", "volumes.data.name=other-data"])
+def test_changed_app_part_is_refused_under_live_runs(fake, backend, change):
     backend.up(a10(), task=None, detach=True)
-    changed = a10("20261126-0320-cccccc", "proxy.budget_usd=5")
-    assert changed.app_hash != a10().app_hash
+    changed = a10("20261126-0320-cccccc", change)
     with pytest.raises(BackendError, match="still use the deployed ones"):
         backend.up(changed, task=None, detach=True)
     next(iter(fake.sandboxes.values())).exit(0)
@@ -153,7 +157,10 @@ def test_attach_replays_events_send_logs_and_stop(fake, backend):
     stopped = backend.stop(run.run_id)
     assert stopped.status == "stopped" and stopped.ended_at
     assert fake.requests("SandboxTerminate")
-    assert len(fake.requests("FunctionMap")) == 2  # the syncer, then the final sync_now
+    # The syncer (spawned by up), then the final sync, then result.json's proxy usage.
+    assert [name for name, _, _ in fake.servicer.function_inputs] == [
+        "syncer", "sync_now", "finalize_run"
+    ]
     assert [t["revoked"] for t in _tokens(fake).values()] == [True]
     assert backend.stop(run.run_id).status == "stopped"  # idempotent
     # After the end, following reads to the end and returns.
@@ -169,13 +176,18 @@ def test_ps_sees_a_finished_run(fake, backend):
 
 
 def test_without_syncer_only_the_proxy_is_deployed(fake):
+    fake.servicer.function_results["finalize_run"] = "proxy usage written"
     messages: list[str] = []
     backend = ModalBackend(progress=messages.append)
     run = backend.up(config_plan("a10.yaml"), task=None, detach=True)
-    assert [r.function.function_name for r in fake.requests("FunctionCreate")] == ["proxy"]
+    assert [r.function.function_name for r in fake.requests("FunctionCreate")] == [
+        "proxy", "finalize_run"
+    ]
     assert backend.stop(run.run_id).status == "stopped"
-    assert not fake.requests("FunctionMap")  # no syncer spawned, no final sync to run
+    # No syncer spawned, no final sync to run; result.json still gets the proxy's usage.
+    assert [name for name, _, _ in fake.servicer.function_inputs] == ["finalize_run"]
     assert not [m for m in messages if "warning" in m or "metric" in m]
+    assert "proxy usage written to /data/runs/20261126-0315-a1b2c3/result.json" in messages
 
 
 def test_unknown_run(fake, backend):

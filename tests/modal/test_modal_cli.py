@@ -7,6 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from ml_agent.backends.modal.stores import ModalUsageSink
 from ml_agent.cli.app import build_app
 from ml_agent.contracts import ROOT
 
@@ -47,6 +48,11 @@ def test_up_detach_then_manage_the_run(fake, monkeypatch):
     listed = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
     assert {r["run_id"] for r in listed} >= {run_id}
     assert all(r["status"] == "running" and r["gpu"] == "A10" for r in listed)
+    # Cost so far: what the proxy metered into the app's usage modal.Dict.
+    ModalUsageSink.for_app("ml-agent").add(run_id, {"requests": 1, "cost_usd": 0.25})
+    table = ml_agent("ps", "--backend", "modal")
+    row = next(line for line in table.stdout.splitlines() if run_id in line)
+    assert row.split()[-1] == "$0.25"
 
     (sandbox,) = [s for s in fake.sandboxes.values() if s.tags["ml-agent-run"] == run_id]
     token = fake.secret_env(create.definition.secret_ids[-1]).get("ANTHROPIC_API_KEY")

@@ -1,15 +1,19 @@
 """A live smoke test on the real Modal: runs only where Modal credentials exist (costs cents).
 
 It deploys a separate app (`ml-agent-smoke`), launches configs/cpu.yaml for at most five
-minutes, waits for the agent's `ready` event through the proxy, then stops the run.
+minutes, waits for the agent's `ready` event through the proxy, then stops the run and
+reads the proxy's usage back from result.json on the data volume.
 """
 
 from __future__ import annotations
 
+import json
+
+import modal
 import pytest
 
 from ml_agent.backends.modal import ModalBackend
-from ml_agent.contracts import new_run_id
+from ml_agent.contracts import new_run_id, protocol
 from ml_agent.errors import BackendError
 from tests.modal.plans import config_plan
 
@@ -34,3 +38,9 @@ def test_cpu_run_starts_answers_and_stops():
     finally:
         stopped = backend.stop(run.run_id)
     assert stopped.status in ("stopped", "succeeded")
+    # finalize_run wrote the proxy's usage into result.json on the data volume.
+    volume = modal.Volume.from_name(plan.data_volume.name)
+    raw = b"".join(volume.read_file(f"runs/{run.run_id}/{protocol.RESULT_FILE}"))
+    result = json.loads(raw)
+    assert result["run_id"] == run.run_id
+    assert isinstance(result["proxy_usage"], dict), result

@@ -1,14 +1,19 @@
-"""The deployed Modal app: the proxy as an ASGI web endpoint, the syncer as functions.
+"""The deployed Modal app: the proxy as an ASGI web endpoint, the syncer and run-end functions.
 
 Modal re-imports this module by name inside each container and looks the function up by
-its global name, so `proxy`, `syncer` and `sync_now` are plain module-level functions and
-`build_app(plan)` registers them on an App. Containers never see the YAML: every setting
-travels as an environment variable (`ML_AGENT_*` below) set on the function, and keys
-arrive through Modal secrets (`proxy.secret`, `syncer.secret`) only.
+its global name, so `proxy`, `syncer`, `sync_now` and `finalize_run` are plain module-level
+functions and `build_app(plan)` registers them on an App. Containers never see the YAML:
+every setting travels as an environment variable (`ML_AGENT_*` below) set on the function,
+and keys arrive through Modal secrets (`proxy.secret`, `syncer.secret`) only.
+
+The syncer and every `sync_now` share their upload records (a modal.Dict, stores.py), so
+the final sync of a `stop` uploads only what changed; `finalize_run` mounts the data volume
+to write the proxy's usage into the run's result.json.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,7 +25,9 @@ from ml_agent.contracts import AGENT_DIR
 if TYPE_CHECKING:
     import modal
 
+    from ml_agent.backends.modal.stores import ModalSyncState
     from ml_agent.plan import Plan
+    from ml_agent.syncer import Uploader
 
 #: Where `add_local_python_source` puts packages in a container (modal.mount.ROOT_DIR).
 REMOTE_ROOT = "/root"
@@ -30,7 +37,8 @@ SYNCER_PACKAGES = ("trackio>=0.43,<0.44", "huggingface_hub", "pydantic>=2.11,<3"
 PROXY_CONCURRENCY = 64  # requests in flight in the one proxy container
 PROXY_TIMEOUT_S = 3600  # a function's lifetime per input; Modal limits one web request to 150 s
 SYNCER_TIMEOUT_S = 24 * 3600  # Modal's maximum; `up` respawns a syncer that stopped
-FUNCTION_NAMES = ("proxy", "syncer", "sync_now")
+FINALIZE_TIMEOUT_S = 300
+FUNCTION_NAMES = ("proxy", "syncer", "sync_now", "finalize_run")
 #: Parts of ml_agent the containers never import (a config/CLI edit must not redeploy).
 UNUSED_SOURCE = (("cli",), ("config",), ("backends", "local"))
 #: The syncer keeps going while a sandbox of its app may still appear or run.
@@ -47,6 +55,9 @@ def settings_env(plan: Plan) -> dict[str, str]:
         "ML_AGENT_PROXY_UPSTREAM": proxy.upstream,
         "ML_AGENT_PROXY_ALLOWED_PATHS": json.dumps(list(proxy.allowed_paths)),
         "ML_AGENT_PROXY_BUDGET_USD": "" if proxy.budget_usd is None else f"{proxy.budget_usd:g}",
+        # finalize_run writes the proxy's usage into result.json on the data volume.
+        "ML_AGENT_DATA_VOLUME": plan.data_volume.name,
+        "ML_AGENT_DATA_MOUNT": plan.data_volume.mount,
     }
     if syncer.enabled and syncer.mount and syncer.volume_name:
         from ml_agent.syncer.settings import SyncerSettings
@@ -60,6 +71,13 @@ def settings_env(plan: Plan) -> dict[str, str]:
         )
         env.update(settings.to_env(), ML_AGENT_SYNC_VOLUME=syncer.volume_name)
     return env
+
+
+def deployed_hash(plan: Plan) -> str:
+    """What `up` compares with the deployed app: `plan.app_hash` (proxy, syncer) plus the
+    data volume that `finalize_run` mounts (the Plan's app_hash leaves volumes out)."""
+    data = plan.data_volume
+    return hashlib.sha256(f"{plan.app_hash}\0{data.name}\0{data.mount}".encode()).hexdigest()
 
 
 def _unused_source(path: Path) -> bool:
@@ -96,12 +114,13 @@ def build_app(plan: Plan) -> modal.App:
     # the whole package of this module.
     app = modal.App(plan.app, include_source=False)
     env: dict[str, str | None] = dict(settings_env(plan))
+    slim = _support_image(PROXY_PACKAGES)
     if plan.proxy.enabled:
         proxy_secrets = builder.secrets([plan.proxy.secret] if plan.proxy.secret else [])
         web = modal.asgi_app()(proxy)
         web = modal.concurrent(max_inputs=PROXY_CONCURRENCY)(web)
         app.function(
-            image=_support_image(PROXY_PACKAGES),
+            image=slim,
             secrets=proxy_secrets,
             env=env,
             # One container: budgets and usage totals are counted in one place.
@@ -120,6 +139,13 @@ def build_app(plan: Plan) -> modal.App:
         }
         app.function(**options, timeout=SYNCER_TIMEOUT_S, max_containers=1)(syncer)
         app.function(**options, timeout=600)(sync_now)
+    data = plan.data_volume
+    app.function(
+        image=slim,  # no secret: it only edits result.json in the run folders
+        env=env,
+        volumes={data.mount: modal.Volume.from_name(data.name, create_if_missing=True)},
+        timeout=FINALIZE_TIMEOUT_S,
+    )(finalize_run)
     return app
 
 
@@ -146,19 +172,18 @@ def _reload_volume() -> None:
     modal.Volume.from_name(os.environ["ML_AGENT_SYNC_VOLUME"]).reload()
 
 
-def _reload_and_pulse() -> None:
-    """The long-running syncer's before_scan: reload, and show `up` that it is alive."""
-    from ml_agent.backends.modal.stores import AppState
+def _sync_state() -> ModalSyncState:
+    """The upload records the syncer and every final sync share (one modal.Dict per app)."""
+    from ml_agent.backends.modal.stores import ModalSyncState
 
-    _reload_volume()
-    AppState(os.environ["ML_AGENT_APP"]).put("syncer_heartbeat", time.time())
+    return ModalSyncState.for_app(os.environ["ML_AGENT_APP"], os.environ["ML_AGENT_SYNC_VOLUME"])
 
 
-def _no_live_sandbox(started: float) -> bool:
+def _no_live_sandbox(started: float, min_uptime_s: float) -> bool:
     """Stop once no sandbox of this app is running (after a grace period for new runs)."""
     import modal
 
-    if time.monotonic() - started < SYNCER_MIN_UPTIME_S:
+    if time.monotonic() - started < min_uptime_s:
         return False
     app = modal.App.lookup(os.environ["ML_AGENT_APP"])
     return not list(modal.Sandbox.list(app_id=app.app_id))
@@ -166,27 +191,83 @@ def _no_live_sandbox(started: float) -> bool:
 
 def syncer() -> None:
     """The one long-running syncer of this app (`up` spawns it when its pulse stops)."""
+    run_syncer()
+
+
+def run_syncer(
+    *, uploader: Uploader | None = None, min_uptime_s: float = SYNCER_MIN_UPTIME_S
+) -> str:
+    """The syncer's body (`uploader`: tests pass one; by default trackio.sync, HF_TOKEN)."""
     from ml_agent.backends.modal.stores import AppState
     from ml_agent.syncer import SyncerSettings, run_forever
 
     started = time.monotonic()
+    pulse = AppState(os.environ["ML_AGENT_APP"])
+    state = _sync_state()
+
+    def before_scan() -> None:
+        # Reload the volume (the sandbox's commits) and the records (sync_now's uploads),
+        # and show `up` that this syncer is alive.
+        _reload_volume()
+        state.refresh()
+        pulse.put("syncer_heartbeat", time.time())
+
     try:
-        run_forever(
+        return run_forever(
             SyncerSettings.from_env(),
-            before_scan=_reload_and_pulse,
-            should_stop=lambda: _no_live_sandbox(started),
+            before_scan=before_scan,
+            should_stop=lambda: _no_live_sandbox(started, min_uptime_s),
+            uploader=uploader,
+            state=state,
         )
     finally:
-        AppState(os.environ["ML_AGENT_APP"]).put("syncer_heartbeat", 0.0)
+        pulse.put("syncer_heartbeat", 0.0)
 
 
-def sync_now() -> None:
-    """One final sync (`stop` calls it after the sandbox has ended)."""
+def sync_now() -> dict[str, Any]:
+    """One final sync (`stop` calls it after the sandbox has ended); what it did."""
+    return final_sync()
+
+
+def final_sync(*, uploader: Uploader | None = None) -> dict[str, Any]:
+    """sync_now's body: uploads only what changed since the last upload by any syncer."""
     from ml_agent.syncer import SyncerSettings, build_syncer
 
-    sync = build_syncer(SyncerSettings.from_env())
+    state = _sync_state()
+    sync = build_syncer(SyncerSettings.from_env(), uploader=uploader, state=state)
     try:
         _reload_volume()
-        sync.final_sync()
+        state.refresh()
+        report = sync.final_sync()
     finally:
         sync.close()
+    return {
+        "space_id": report.space_id,
+        "projects": report.projects,
+        "uploaded": list(report.uploaded),
+        "failed": sorted(set(report.failed) | set(report.busy)),
+    }
+
+
+def finalize_run(
+    run_id: str, usage: dict[str, float], status: str | None = None,
+    ended_at: float | None = None,
+) -> str:
+    """Write the proxy's usage into the run's result.json on the data volume, and commit.
+
+    `stop` (and `finish`) call it once the sandbox has ended, so the agent's last write is
+    committed; `status`/`ended_at` fill in a result.json the agent could not finish.
+    """
+    import modal
+
+    from ml_agent.backends.modal.results import merge_proxy_usage
+
+    volume = modal.Volume.from_name(os.environ["ML_AGENT_DATA_VOLUME"])
+    volume.reload()  # the sandbox's last commit
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended_at)) if ended_at else None
+    outcome = merge_proxy_usage(
+        Path(os.environ["ML_AGENT_DATA_MOUNT"]), run_id, usage, status=status, ended_at=when
+    )
+    if outcome == "proxy usage written":
+        volume.commit()
+    return outcome

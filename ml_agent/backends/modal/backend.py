@@ -5,6 +5,10 @@ token into the token store -> build the image layer by layer -> create the sandb
 record the run -> ensure the one syncer. The agent is the sandbox's own command, so `events`
 and `logs` read the sandbox's stdout/stderr (from the start: re-attaching replays) and
 `send` writes its stdin.
+
+The end of a run (`stop`, or `finish` once the sandbox ended by itself): one final metric
+sync (the app's `sync_now`, after the sandbox's last commit), the run token revoked, the
+proxy's usage written into the run's result.json (the app's `finalize_run`) and the registry.
 """
 
 from __future__ import annotations
@@ -188,13 +192,14 @@ class ModalBackend:
         import modal
         from modal.exception import NotFoundError
 
-        from ml_agent.backends.modal.app import build_app
+        from ml_agent.backends.modal.app import build_app, deployed_hash
 
+        wanted = deployed_hash(plan)
         with modal_errors("checking the deployed app"):
             state = AppState(plan.app)
             deployed = state.get("app_hash")
             url = None
-            if deployed == plan.app_hash:
+            if deployed == wanted:
                 try:
                     url = modal.Function.from_name(plan.app, "proxy").get_web_url()
                 except NotFoundError:
@@ -202,12 +207,12 @@ class ModalBackend:
         if url:
             say(f"app '{plan.app}' is up to date")
             return url
-        if deployed is not None and deployed != plan.app_hash:
+        if deployed is not None and deployed != wanted:
             live = [r.run_id for r in self._refresh(self.registry.all()) if r.app == plan.app
                     and r.status in LIVE]
             if live:
                 raise BackendError(
-                    f"the proxy/syncer settings of app '{plan.app}' changed, but "
+                    f"the proxy/syncer/data volume settings of app '{plan.app}' changed, but "
                     f"{len(live)} run(s) still use the deployed ones ({', '.join(live)}). "
                     "Stop them first (`ml-agent stop --all`) or give this config another `app:`."
                 )
@@ -216,7 +221,7 @@ class ModalBackend:
             app = build_app(plan)
             app.deploy(name=plan.app)
             url = modal.Function.from_name(plan.app, "proxy").get_web_url()
-            state.put("app_hash", plan.app_hash)
+            state.put("app_hash", wanted)
         if not url:
             raise BackendError(f"app '{plan.app}' was deployed but its proxy has no web URL")
         return url
@@ -325,52 +330,124 @@ class ModalBackend:
                 record.exit_code = returncode
                 record.ended_at = time.time()
                 changed = True
+                # Ended by itself: the token is worthless now, and result.json gets the
+                # proxy's usage in the background (`finish` does it and waits).
+                with contextlib.suppress(Exception):
+                    self._revoke(record.app, record.run_id)
+                with contextlib.suppress(Exception):
+                    self._finalize(record, wait=False)
             if changed:
                 self.registry.put(record)
         return records
 
     def stop(self, run_id: str) -> RunRecord:
-        """Stop the sandbox, then one final metric sync, then revoke the run token.
+        """Stop the sandbox, then the end of the run (`finish`): final metric sync, token
+        revoked, the proxy's usage in result.json.
 
         The sync runs after the sandbox has ended so that it sees the last rows the sandbox
         committed to the volume. Idempotent: a finished run is returned as it is.
         """
-
         record = self.find(run_id)
         if record.status not in LIVE:
             return record
         sandbox = self._sandbox(record)
         with modal_errors(f"stopping run {record.run_id}"):
-            self.progress(f"stopping sandbox {record.sandbox_id}")
-            sandbox.terminate()
+            ended = sandbox.poll()
+            if ended is None:
+                self.progress(f"stopping sandbox {record.sandbox_id}")
+                sandbox.terminate()
+                sandbox.wait(raise_on_termination=False)
+        if ended is not None:  # it ended by itself before `ps` noticed: say how
+            return self._end(record, status=status_of(ended), exit_code=ended)
+        return self._end(record, status="stopped", exit_code=sandbox.returncode)
+
+    def finish(self, run_id: str) -> RunRecord:
+        """The end of a run whose sandbox has ended by itself (a one-shot `--task` run):
+        final metric sync, token revoked, proxy usage in result.json, status recorded.
+
+        Waits for the sandbox to end. Idempotent, like `stop`; the CLI calls it when it has
+        followed a run to its end.
+        """
+        record = self.find(run_id)
+        if record.status not in LIVE:
+            return record
+        sandbox = self._sandbox(record)
+        with modal_errors(f"waiting for the end of run {record.run_id}"):
             sandbox.wait(raise_on_termination=False)
+        code = sandbox.returncode
+        return self._end(record, status=status_of(code) if code is not None else "failed",
+                         exit_code=code)
+
+    def _end(self, record: RunRecord, *, status: str, exit_code: int | None) -> RunRecord:
+        """After the sandbox ended: sync, revoke, record, then write the usage to result.json.
+
+        The registry entry is written before result.json, so a failure of the last step
+        leaves the run recorded as ended (with a warning) rather than live.
+        """
         self._final_sync(record.app)
         with modal_errors(f"recording the end of run {record.run_id}"):
             self._revoke(record.app, record.run_id)
             usage = ModalUsageSink.for_app(record.app).get(record.run_id)
-            record.status = "stopped"
+            record.status = status
             record.ended_at = time.time()
-            record.exit_code = sandbox.returncode
+            record.exit_code = exit_code
             record.cost_usd = usage.get("cost_usd", record.cost_usd)
             self.registry.put(record)
+        self._finalize(record, wait=True, usage=usage)
         return record
 
-    def _final_sync(self, app: str) -> None:
-        """Run the app's `sync_now` once; an app deployed without a syncer has none."""
+    def _app_function(self, app: str, name: str) -> modal.Function | None:
+        """A function of the deployed app, or None when that deployment has none."""
         import modal
         from modal.exception import NotFoundError
 
         try:
-            sync_now = modal.Function.from_name(app, "sync_now")
-            sync_now.hydrate()
+            function = modal.Function.from_name(app, name)
+            function.hydrate()
         except NotFoundError:
-            return
+            return None
+        return function
+
+    def _final_sync(self, app: str) -> None:
+        """Run the app's `sync_now` once; an app deployed without a syncer has none."""
         try:
-            self.progress("final metric sync")
             with modal_errors("the final metric sync"):
-                sync_now.remote()
+                sync_now = self._app_function(app, "sync_now")
+                if sync_now is None:
+                    return
+                self.progress("final metric sync (the sandbox has ended)")
+                done = sync_now.remote()
         except Exception as exc:  # noqa: BLE001 - the run is stopped either way; say why
             self.progress(f"warning: the final metric sync failed: {exc}")
+            return
+        self.progress(f"final metric sync done: {_sync_summary(done)}")
+
+    def _finalize(
+        self, record: RunRecord, *, wait: bool, usage: dict[str, float] | None = None
+    ) -> None:
+        """Have the app's `finalize_run` put the proxy's usage into the run's result.json."""
+        try:
+            with modal_errors("writing the proxy's usage into result.json"):
+                finalize = self._app_function(record.app, "finalize_run")
+                if finalize is None:
+                    self.progress("warning: the deployed app has no finalize_run (deployed by "
+                                  "an older ml-agent): result.json keeps proxy_usage null")
+                    return
+                if usage is None:
+                    usage = ModalUsageSink.for_app(record.app).get(record.run_id)
+                args = (record.run_id, usage, record.status, record.ended_at)
+                if not wait:
+                    finalize.spawn(*args)
+                    return
+                outcome = finalize.remote(*args)
+        except Exception as exc:  # noqa: BLE001 - the run has ended either way; say why
+            self.progress(f"warning: result.json not updated with the proxy's usage: {exc}")
+            return
+        where = f"{record.run_dir or 'the run folder'}/{protocol.RESULT_FILE}"
+        if outcome == "proxy usage written":
+            self.progress(f"proxy usage written to {where}")
+        else:
+            self.progress(f"warning: {where} not updated with the proxy's usage: {outcome}")
 
     def _revoke(self, app: str, run_id: str) -> None:
         state = AppState(app)
@@ -394,6 +471,19 @@ def _save_token(run_id: str, token: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(token)
+
+
+def _sync_summary(done: Any) -> str:
+    """sync_now's report in a few words."""
+    if not isinstance(done, dict):
+        return "done"
+    uploaded, failed = done.get("uploaded") or [], done.get("failed") or []
+    if done.get("space_id") is None:
+        return "no Space to publish to yet"
+    text = f"{len(uploaded)} changed project(s) uploaded to {done['space_id']}"
+    if failed:
+        text += f"; not published: {', '.join(failed)} (the metrics stay on the volume)"
+    return text
 
 
 def status_of(returncode: int) -> str:

@@ -7,6 +7,7 @@ proxy inside Modal:
     <app>-tokens       sha256(token) -> TokenRecord dict  (the proxy verifies tokens here)
     <app>-usage        run id -> usage totals             (the proxy adds, `ps` reads cost)
     <app>-state        "app_hash", "syncer_heartbeat", "syncer_call_id"
+    <app>-sync         "<volume>/<project>" -> last upload (the syncer and sync_now share it)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ml_agent.contracts import RunRecord, TokenRecord
+from ml_agent.syncer.scan import Signature
+from ml_agent.syncer.state import Uploaded
 
 if TYPE_CHECKING:
     import modal
@@ -32,6 +35,10 @@ def usage_dict_name(app: str) -> str:
 
 def state_dict_name(app: str) -> str:
     return f"{app}-state"
+
+
+def sync_dict_name(app: str) -> str:
+    return f"{app}-sync"
 
 
 def named_dict(name: str) -> modal.Dict:
@@ -119,3 +126,56 @@ class AppState:
 
     def put(self, key: str, value: Any) -> None:
         self._dict[key] = value
+
+
+class ModalSyncState:
+    """`ml_agent.syncer.state.SyncState` on a modal.Dict: what the syncer has uploaded.
+
+    The long-running `syncer` and the final `sync_now` of every `stop` run in different
+    containers; sharing this state is what lets a final sync upload only what changed.
+    Reads come from a local copy that `refresh()` reloads in one round trip (the syncer
+    calls it before every scan, so an idle cycle costs one RPC, not one per project);
+    `put` writes through. Keys carry the volume name: a redeploy onto another trackio
+    volume trusts none of the old records. Values are plain JSON-like data (no pickled
+    classes), and a damaged value only costs one more upload.
+    """
+
+    def __init__(self, store: modal.Dict, volume: str) -> None:
+        self._dict = store
+        self._prefix = f"{volume}/"
+        self._records: dict[str, Uploaded] = {}
+
+    @classmethod
+    def for_app(cls, app: str, volume: str) -> ModalSyncState:
+        return cls(named_dict(sync_dict_name(app)), volume)
+
+    def refresh(self) -> None:
+        """Reload every record of this volume (another container may have uploaded)."""
+        records = {}
+        for key, value in self._dict.items():
+            if isinstance(key, str) and key.startswith(self._prefix):
+                record = _uploaded(value)
+                if record is not None:
+                    records[key[len(self._prefix):]] = record
+        self._records = records
+
+    def get(self, project: str) -> Uploaded | None:
+        return self._records.get(project)
+
+    def put(self, project: str, record: Uploaded) -> None:
+        self._dict[self._prefix + project] = {
+            "signature": record.signature.to_json(),
+            "space_id": record.space_id,
+            "digest": record.digest,
+        }
+        self._records[project] = record
+
+
+def _uploaded(value: Any) -> Uploaded | None:
+    try:
+        return Uploaded(
+            Signature.from_json(value["signature"]), str(value["space_id"]),
+            str(value.get("digest", "")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,75 @@
+"""The launcher's part of a run's result.json: the proxy's usage, merged in when the run ends.
+
+The agent writes `<data mount>/runs/<run id>/result.json` with `proxy_usage: null` (it never
+sees the proxy's meter). `finalize_run` (app.py) calls `merge_proxy_usage` in a container
+that mounts the data volume. The run folder is the agent's to write, so every component is
+opened without following links and the file is replaced through its folder's descriptor: a
+planted symlink cannot make this write anywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ml_agent.contracts import RUN_ID_RE, protocol
+
+#: A result.json bigger than this is not the agent's (pip freeze included, it is a few KiB).
+MAX_RESULT_BYTES = 4 * 1024 * 1024
+#: Statuses the agent writes while it still runs; the launcher's status replaces them.
+UNFINISHED = ("starting", "running")
+
+
+def merge_proxy_usage(
+    data_root: Path, run_id: str, usage: dict[str, float], *, status: str | None = None,
+    ended_at: str | None = None,
+) -> str:
+    """Set `proxy_usage` in the run's result.json; returns what happened, in a few words.
+
+    `status`/`ended_at` (the launcher's view) replace the agent's only when the agent never
+    wrote a final one (a stopped sandbox ends without its last write). Raises OSError or
+    ValueError when the file cannot be read or written safely.
+    """
+    if not RUN_ID_RE.match(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    fd = os.open(data_root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in ("runs", run_id):
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                return "no run folder"
+            os.close(fd)
+            fd = nxt
+        try:
+            src = os.open(protocol.RESULT_FILE, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+        except FileNotFoundError:
+            return "no result.json"
+        with os.fdopen(src, "rb") as fh:
+            raw = fh.read(MAX_RESULT_BYTES + 1)
+        if len(raw) > MAX_RESULT_BYTES:
+            raise ValueError(f"result.json is larger than {MAX_RESULT_BYTES} bytes")
+        result: Any = json.loads(raw)
+        if not isinstance(result, dict):
+            raise ValueError("result.json is not a JSON object")
+        result["proxy_usage"] = dict(usage)
+        if status and result.get("status") in (None, *UNFINISHED):
+            result["status"] = status
+            if ended_at and not result.get("ended_at"):
+                result["ended_at"] = ended_at
+        tmp = f".{protocol.RESULT_FILE}.{os.getpid()}.tmp"
+        # Whatever is there (a leftover, a planted link or FIFO) goes, not its target.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=fd)
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                      dir_fd=fd)
+        with os.fdopen(out, "w") as fh:
+            json.dump(result, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, protocol.RESULT_FILE, src_dir_fd=fd, dst_dir_fd=fd)
+        return "proxy usage written"
+    finally:
+        os.close(fd)

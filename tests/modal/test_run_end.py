@@ -1,0 +1,182 @@
+"""The end of a Modal run: final metric sync, token revoked, proxy usage in result.json, cost.
+
+`finalize_run` runs for real here: the fake control plane executes its body (in a thread,
+with the SDK pointed back at the fake), with the data volume's mount standing in a temp
+folder, as the container would see it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from ml_agent.backends.modal import ModalBackend
+from ml_agent.backends.modal import app as modal_app
+from ml_agent.backends.modal.stores import ModalUsageSink
+from ml_agent.contracts import protocol
+from tests.modal.plans import config_plan
+
+RUN_ID = "20261126-0315-a1b2c3"
+SYNC_REPORT = {"space_id": "my-org/metrics", "projects": 2, "uploaded": ["live"], "failed": []}
+
+
+@pytest.fixture
+def fake(fake_modal, monkeypatch, tmp_path):
+    for name, env in {
+        "anthropic-secret": {"ANTHROPIC_API_KEY": "sk-ant-real"},
+        "github-secret": {"GITHUB_TOKEN": "gh"},
+        "hf-write": {"HF_TOKEN": "hf"},
+    }.items():
+        fake_modal.add_secret(name, env)
+    # finalize_run's container: the data volume mounted where these say (a temp folder here).
+    monkeypatch.setenv("ML_AGENT_DATA_VOLUME", "sandbox-data")
+    monkeypatch.setenv("ML_AGENT_DATA_MOUNT", str(tmp_path / "data"))
+    fake_modal.function_handlers["finalize_run"] = modal_app.finalize_run
+    fake_modal.servicer.function_results["sync_now"] = SYNC_REPORT
+    return fake_modal
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return tmp_path / "data"
+
+
+def plan(run_id: str = RUN_ID):
+    return config_plan("a10.yaml", "syncer.enabled=true", run_id=run_id)
+
+
+def agent_result(data: Path, run_id: str, **fields) -> Path:
+    """result.json as agent.py writes it: every key, proxy_usage null."""
+    result = dict.fromkeys(protocol.RESULT_KEYS)
+    result.update(run_id=run_id, status="running", started_at="2026-11-26T03:15:00Z",
+                  cost_usd=0.1, usage={"input_tokens": 900}, turns=1, **fields)
+    folder = data / "runs" / run_id
+    folder.mkdir(parents=True)
+    path = folder / protocol.RESULT_FILE
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def meter(run_id: str, cost: float) -> dict[str, float]:
+    """What the proxy adds to the usage modal.Dict for one answer."""
+    usage = {"input_tokens": 1000, "output_tokens": 200, "requests": 1, "cost_usd": cost}
+    return ModalUsageSink.for_app("ml-agent").add(run_id, usage)
+
+
+def test_stop_syncs_then_writes_the_proxy_usage_into_result_json(fake, data):
+    messages: list[str] = []
+    backend = ModalBackend(progress=messages.append)
+    run = backend.up(plan(), task=None, detach=True)
+    path = agent_result(data, run.run_id)
+    meter(run.run_id, 0.25)
+    usage = meter(run.run_id, 0.17)
+
+    stopped = backend.stop(run.run_id)
+
+    result = json.loads(path.read_text())
+    assert result["proxy_usage"] == usage and usage["requests"] == 2
+    assert result["status"] == "stopped" and result["ended_at"]  # the agent never finished
+    assert (result["cost_usd"], result["usage"]) == (0.1, {"input_tokens": 900})  # its view
+    assert stopped.cost_usd == pytest.approx(0.42)
+    ((args, _),) = fake.function_calls("finalize_run")
+    assert args[:3] == (run.run_id, usage, "stopped")
+    # Order: the sandbox ended, then the final metric sync, then result.json, committed.
+    names = fake.method_names
+    maps = [i for i, name in enumerate(names) if name == "FunctionMap"]  # syncer, sync, final
+    assert len(maps) == 3
+    assert names.index("SandboxTerminate") < maps[1] < maps[2] < names.index("VolumeCommit")
+    data_volume = fake.servicer.volumes["sandbox-data"]
+    assert [r.volume_id for r in fake.requests("VolumeCommit")] == [data_volume]
+    assert data_volume in [r.volume_id for r in fake.requests("VolumeReload")]
+    assert "final metric sync done: 1 changed project(s) uploaded to my-org/metrics" in messages
+    assert f"proxy usage written to /data/runs/{run.run_id}/result.json" in messages
+    # Idempotent: a second stop calls nothing.
+    assert backend.stop(run.run_id).status == "stopped"
+    assert len(fake.function_calls("finalize_run")) == 1
+
+
+def test_ps_shows_cost_so_far_from_the_proxy_usage(fake):
+    backend = ModalBackend()
+    run = backend.up(plan(), task=None, detach=True)
+    assert backend.ps()[0].cost_usd is None  # nothing metered yet
+    meter(run.run_id, 0.25)
+    assert backend.ps()[0].cost_usd == 0.25
+    meter(run.run_id, 0.5)
+    (listed,) = backend.ps()
+    assert (listed.status, listed.cost_usd) == ("running", 0.75)
+    assert backend.registry.get(run.run_id).cost_usd == 0.75  # kept for after the end
+
+
+def test_a_run_that_ended_by_itself_gets_its_usage_when_ps_sees_it(fake, data):
+    backend = ModalBackend()
+    run = backend.up(plan(), task="train", detach=True)
+    path = agent_result(data, run.run_id, ended_at="2026-11-26T03:20:00Z")
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "status": "succeeded"}))
+    usage = meter(run.run_id, 0.3)
+    fake.sandboxes[run.sandbox_id].exit(0)
+
+    (listed,) = backend.ps()
+    assert (listed.status, listed.cost_usd) == ("succeeded", 0.3)
+    ((args, _),) = fake.function_calls("finalize_run")  # spawned: ps does not wait for it
+    assert args[:3] == (run.run_id, usage, "succeeded")
+    deadline = time.monotonic() + 10
+    while json.loads(path.read_text())["proxy_usage"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result = json.loads(path.read_text())
+    assert result["proxy_usage"] == usage
+    assert (result["status"], result["ended_at"]) == ("succeeded", "2026-11-26T03:20:00Z")
+    assert all(record["revoked"] for record in fake.dict_items("ml-agent-tokens").values())
+    backend.ps()
+    assert len(fake.function_calls("finalize_run")) == 1  # once, at the transition
+
+
+def test_finish_ends_a_one_shot_run_like_stop_without_terminating(fake, data):
+    messages: list[str] = []
+    backend = ModalBackend(progress=messages.append)
+    run = backend.up(plan(), task="train", detach=True)
+    path = agent_result(data, run.run_id)
+    usage = meter(run.run_id, 0.05)
+    fake.sandboxes[run.sandbox_id].exit(1)
+
+    finished = backend.finish(run.run_id)
+
+    assert (finished.status, finished.exit_code, finished.cost_usd) == ("failed", 1, 0.05)
+    assert not fake.requests("SandboxTerminate")
+    assert fake.function_calls("sync_now") == [((), {})]
+    assert json.loads(path.read_text())["proxy_usage"] == usage
+    assert any(m.startswith("final metric sync done") for m in messages)
+    assert backend.finish(run.run_id).status == "failed"  # idempotent
+    assert len(fake.function_calls("sync_now")) == 1
+
+
+def test_a_failed_final_step_is_a_warning_not_a_live_run(fake, data):
+    messages: list[str] = []
+    backend = ModalBackend(progress=messages.append)
+    run = backend.up(plan(), task=None, detach=True)
+    data.mkdir()  # the volume, without the run folder: the sandbox never wrote to it
+
+    def failing_sync():
+        raise RuntimeError("the Hub is down")
+
+    fake.function_handlers["sync_now"] = failing_sync
+    stopped = backend.stop(run.run_id)
+    assert stopped.status == "stopped"
+    assert backend.registry.get(run.run_id).status == "stopped"
+    assert any("final metric sync failed" in m and "the Hub is down" in m for m in messages)
+    assert any("not updated with the proxy's usage: no run folder" in m for m in messages)
+
+
+def test_stop_after_the_sandbox_ended_keeps_its_status(fake, data):
+    backend = ModalBackend()
+    run = backend.up(plan(), task="train", detach=True)
+    fake.sandboxes[run.sandbox_id].exit(0)  # before any `ps` saw it
+    stopped = backend.stop(run.run_id)
+    assert (stopped.status, stopped.exit_code) == ("succeeded", 0)
+    assert not fake.requests("SandboxTerminate")
+    assert [name for name, _, _ in fake.servicer.function_inputs] == [
+        "syncer", "sync_now", "finalize_run"
+    ]
