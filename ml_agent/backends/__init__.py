@@ -17,8 +17,12 @@ if TYPE_CHECKING:
 class Backend(Protocol):
     name: str
 
-    def up(self, plan: Plan, *, detach: bool) -> RunRecord:
-        """Launch (the Plan carries its LaunchPlan); return once the sandbox has started."""
+    def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
+        """Launch (the Plan carries its LaunchPlan: run id, run dir); return once started.
+
+        `task` runs the agent one-shot (`agent.py --task TEXT`); None = interactive.
+        `detach` means the run must outlive this process.
+        """
         ...
 
     def events(self, run_id: str, *, follow: bool) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,303 @@
+"""`LocalBackend`: the Backend protocol on this machine (bubblewrap sandbox + supervisor)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ml_agent.backends.local import envfiles, image, registry, sandbox, volumes
+from ml_agent.backends.local.registry import FINAL, RunPaths
+from ml_agent.contracts import RunRecord, mint_token, new_run_id, protocol
+from ml_agent.errors import BackendError, SandboxError
+from ml_agent.plan import Plan
+
+#: How long `up` waits for the supervisor to start the sandbox.
+START_TIMEOUT_S = 60.0
+#: How long `stop` waits for the supervisor (agent grace + final sync) before killing it.
+STOP_TIMEOUT_S = 60.0
+POLL_S = 0.05
+
+Progress = Callable[[str], None]
+
+
+class LocalBackend:
+    """Runs a Plan in a bwrap sandbox on this machine; the registry is `$ML_AGENT_HOME/runs/`.
+
+    `progress` receives one-line status updates while the image builds and the sandbox starts.
+    """
+
+    name = "local"
+
+    def __init__(self, home: Path | None = None, progress: Progress | None = None) -> None:
+        self.home = home or registry.home()
+        self.progress: Progress = progress or (lambda _: None)
+        self.warnings: list[str] = []
+        self._overlay = True
+
+    # -- up ------------------------------------------------------------------------------
+    def check(self, plan: Plan) -> None:
+        """Everything that can be known before starting, each failure a clear error."""
+        if not plan.proxy.enabled:
+            raise SandboxError(
+                "the local backend needs the proxy (proxy.enabled: true): the sandbox never "
+                "holds the Anthropic key"
+            )
+        image.check_python(plan)
+        image.check_run_layers(plan)
+        image.check_apt(plan)
+        if plan.sandbox.gpu and not sandbox.gpu_devices():
+            raise SandboxError(
+                f"sandbox.gpu is {plan.sandbox.gpu!r} but this machine has no NVIDIA GPU "
+                "(/dev/nvidia* not found); set `--set sandbox.gpu=null` to run on the CPU, "
+                "or use the Modal backend"
+            )
+        envfiles.proxy_key(self.home, plan.proxy.secret, plan.proxy.upstream, os.environ)
+        for name in plan.sandbox.secrets:
+            envfiles.read_secret(self.home, name)
+        if plan.sandbox.network.mode == "allowlist":
+            self.warnings.append(
+                "sandbox.network allowlist cannot be enforced by the local backend: the "
+                "sandbox's network is open (use the Modal backend to enforce it)"
+            )
+        ignored = [name for name, value in (("cpu", plan.sandbox.cpu),
+                                            ("memory", plan.sandbox.memory_mib),
+                                            ("idle_timeout", plan.sandbox.idle_timeout_s))
+                   if value is not None]
+        if ignored:
+            self.warnings.append(
+                f"sandbox {', '.join(ignored)} not enforced by the local backend "
+                "(the timeout is)"
+            )
+        self._overlay = sandbox.probe()
+
+    def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
+        if plan.launch is None:
+            plan = plan.for_launch(new_run_id())
+        assert plan.launch is not None
+        self.progress("checking the local sandbox")
+        self.check(plan)
+        cached = image.cached_venv(plan, self.home)
+        if cached is None:
+            self.progress("building the local image (first run only; about a minute)")
+        venv = image.ensure_venv(plan, self.home, self.progress)
+        vols = volumes.ensure_volumes(plan, self.home)
+
+        paths = RunPaths.of(plan.launch.run_id, self.home)
+        paths.folder.mkdir(parents=True)
+        paths.home.mkdir()
+        paths.work.mkdir()
+        host = sandbox.HostLayout.detect(
+            venv=str(venv),
+            volumes=vols,
+            home=str(paths.home),
+            workdir=str(paths.work),
+            gpu=bool(plan.sandbox.gpu),
+            overlay=self._overlay,
+        )
+        launch = {
+            "plan": plan.model_dump(mode="json"),
+            "task": task,
+            "token": mint_token(),
+            "host": dataclasses.asdict(host),
+            "ml_agent_home": str(self.home),
+        }
+        registry.write_json(paths.launch, launch, mode=0o600)
+        record = RunRecord(
+            run_id=plan.launch.run_id,
+            backend=self.name,
+            app=plan.app,
+            config=_display_path(plan.config_path),
+            config_hash=plan.config_hash,
+            gpu=plan.sandbox.gpu,
+            status="starting",
+            created_at=time.time(),
+            run_dir=plan.launch.run_dir,
+        )
+        registry.write_record(paths, record)
+        self.progress("starting the sandbox")
+        pid = _spawn_detached(
+            [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder)],
+            log=paths.log,
+            cwd=paths.folder,
+        )
+        paths.pid.write_text(str(pid))
+        try:
+            return self._wait_started(paths)
+        except KeyboardInterrupt:
+            self.stop(paths.run_id)  # nothing may keep running behind an interrupted `up`
+            raise
+
+    def _wait_started(self, paths: RunPaths) -> RunRecord:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            record = registry.read_record(paths)
+            if record.status != "starting":
+                if record.status == "failed" and record.exit_code is None:
+                    raise SandboxError(f"the local run failed to start: {_tail(paths)}")
+                return record
+            if registry.supervisor_pid(paths) is None:
+                if registry.read_record(paths).status != "starting":
+                    continue
+                raise SandboxError(f"the local run's supervisor exited early: {_tail(paths)}")
+            time.sleep(POLL_S)
+        self.stop(paths.run_id)
+        raise SandboxError(f"the sandbox did not start within {START_TIMEOUT_S:.0f} s")
+
+    # -- conversation ----------------------------------------------------------------------
+    def events(self, run_id: str, *, follow: bool) -> Iterator[dict[str, Any]]:
+        paths = registry.find(run_id, self.home)
+        for line in _tail_lines(paths, paths.events, follow):
+            event = protocol.decode_event(line)
+            if event is not None:
+                yield event
+
+    def send(self, run_id: str, line: str) -> None:
+        paths = registry.find(run_id, self.home)
+        try:
+            fd = os.open(paths.stdin, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno in (errno.ENXIO, errno.ENOENT):
+                raise BackendError(f"run {paths.run_id} is not running") from None
+            raise
+        try:
+            os.set_blocking(fd, True)
+            os.write(fd, line.encode() if line.endswith("\n") else (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def logs(self, run_id: str, *, follow: bool) -> Iterator[str]:
+        paths = registry.find(run_id, self.home)
+        yield from _tail_lines(paths, paths.output, follow)
+
+    def token(self, run_id: str) -> str | None:
+        """The run's token, for redaction by the CLI (the launch file is private)."""
+        try:
+            paths = registry.find(run_id, self.home)
+            return str(json.loads(paths.launch.read_text())["token"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    # -- registry ------------------------------------------------------------------------
+    def ps(self) -> list[RunRecord]:
+        records = []
+        for paths in registry.all_runs(self.home):
+            try:
+                record = registry.read_record(paths)
+            except Exception:  # noqa: BLE001 - a torn or foreign folder must not break `ps`
+                continue
+            if record.status not in FINAL and registry.supervisor_pid(paths) is None:
+                record.status = "failed"  # its supervisor died (machine rebooted, killed)
+            records.append(record)
+        return sorted(records, key=lambda r: r.created_at, reverse=True)
+
+    def record(self, run_id: str) -> RunRecord:
+        return registry.read_record(registry.find(run_id, self.home))
+
+    def stop(self, run_id: str) -> RunRecord:
+        paths = registry.find(run_id, self.home)
+        pid = registry.supervisor_pid(paths)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while registry.supervisor_pid(paths) is not None and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+            if registry.supervisor_pid(paths) is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)  # its session: supervisor and bwrap
+        _kill_leftovers(paths)
+        record = registry.read_record(paths)
+        if record.status not in FINAL:
+            record.status = "stopped"
+            record.ended_at = time.time()
+            registry.write_record(paths, record)
+        return record
+
+
+#: Runs in a throw-away interpreter: starts the supervisor in its own session and exits, so
+#: the supervisor is not our child (no zombie, no reaping) and outlives us and our Ctrl-C.
+_SPAWN = """
+import subprocess, sys
+log = open(sys.argv[1], "ab")
+proc = subprocess.Popen(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                        cwd=sys.argv[2], start_new_session=True)
+print(proc.pid)
+"""
+
+
+def _spawn_detached(argv: list[str], *, log: Path, cwd: Path) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _SPAWN, str(log), str(cwd), *argv],
+        capture_output=True, text=True, check=True,
+    )
+    return int(out.stdout)
+
+
+def _kill_leftovers(paths: RunPaths) -> None:
+    """SIGKILL any bwrap of this run still alive (its supervisor was killed before bwrap
+    armed --die-with-parent). bwrap's sandbox init shares its command line, which names
+    the run folder; killing that init ends the sandbox's whole pid namespace."""
+    marker = str(paths.home).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv and argv[0].endswith(b"bwrap") and marker in argv:
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _display_path(path: str) -> str:
+    with contextlib.suppress(ValueError):
+        rel = os.path.relpath(path)
+        if not rel.startswith(".."):
+            return rel
+    return path
+
+
+def _tail(paths: RunPaths, lines: int = 8) -> str:
+    text = ""
+    for path in (paths.output, paths.log):
+        with contextlib.suppress(OSError):
+            text += path.read_text(errors="replace")
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(tail) or f"see {paths.log}"
+
+
+def _tail_lines(paths: RunPaths, path: Path, follow: bool) -> Iterator[str]:
+    """Complete lines of a growing file; with `follow`, until the run has ended."""
+    pos = 0
+    buf = b""
+    while True:
+        done = not follow or _ended(paths)  # checked before reading: no line is lost
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+            fh.seek(pos)
+            chunk = fh.read()
+            pos += len(chunk)
+            buf += chunk
+        *complete, buf = buf.split(b"\n")
+        for raw in complete:
+            yield raw.decode("utf-8", "replace")
+        if done:
+            if buf:
+                yield buf.decode("utf-8", "replace")
+            return
+        time.sleep(POLL_S)
+
+
+def _ended(paths: RunPaths) -> bool:
+    try:
+        status = registry.read_record(paths).status
+    except Exception:  # noqa: BLE001
+        return True
+    return status in FINAL or registry.supervisor_pid(paths) is None

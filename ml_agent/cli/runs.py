@@ -1,0 +1,359 @@
+"""`ml-agent up`, `attach`, `ps`, `logs`, `stop` and `doctor`: the run commands, both backends.
+
+Heavy imports (backends, Rich) happen inside the commands, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from ml_agent.errors import MlAgentError, RunNotFound
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ml_agent.backends import Backend
+    from ml_agent.cli.chat import Renderer
+    from ml_agent.contracts import RunRecord
+
+UP_HELP = """Launch the agent: chat with it (on a terminal), or give it a `--task`.
+
+With no CONFIG, runs the shipped `configs/local.yaml`: this machine, a bubblewrap sandbox,
+no Modal account (needs ANTHROPIC_API_KEY or `$ML_AGENT_HOME/secrets/anthropic-secret.env`).
+Ctrl-C stops the run after a final metric sync; `--detach` leaves it running.
+
+Examples:
+
+    ml-agent up
+    ml-agent up configs/local.yaml --task "fine-tune distilbert on imdb for one epoch"
+    ml-agent up configs/a10.yaml --detach --set sandbox.timeout=4h
+"""
+
+Sets = typer.Option([], "--set", help="Override a config value: dotted.key=value (repeatable).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=UP_HELP)(up)
+    app.command()(attach)
+    app.command()(ps)
+    app.command()(logs)
+    app.command()(stop)
+    app.command()(doctor)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from ml_agent.cli.output import console
+
+    return console()
+
+
+def _err():  # type: ignore[no-untyped-def]
+    from ml_agent.cli.output import err_console
+
+    return err_console()
+
+
+def _modal_configured() -> bool:
+    """A Modal token is configured (env or ~/.modal.toml): only then ask Modal anything."""
+    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        return True
+    path = os.environ.get("MODAL_CONFIG_PATH") or str(Path.home() / ".modal.toml")
+    return Path(path).is_file()
+
+
+def _backend(name: str) -> Backend:
+    from ml_agent.backends import get_backend
+
+    return get_backend(name)
+
+
+def _backend_for(run: str) -> tuple[Backend, str]:
+    """The backend whose registry holds `run` (local first), and the full run id."""
+    from ml_agent.backends.local import registry
+
+    try:
+        return _backend("local"), registry.find(run).run_id
+    except RunNotFound:
+        if not _modal_configured():
+            raise
+    backend = _backend("modal")
+    for record in backend.ps():
+        if record.run_id.startswith(run):
+            return backend, record.run_id
+    raise RunNotFound(f"no run {run!r} (see `ml-agent ps`)")
+
+
+def _record(backend: Backend, run_id: str) -> RunRecord | None:
+    getter = getattr(backend, "record", None)
+    if getter is not None:
+        return getter(run_id)  # type: ignore[no-any-return]
+    return next((r for r in backend.ps() if r.run_id == run_id), None)
+
+
+def _renderer(backend: Backend, run_id: str) -> Renderer:
+    from ml_agent.cli.chat import Renderer
+
+    token_of = getattr(backend, "token", None)
+    token = token_of(run_id) if token_of is not None else None
+    return Renderer(_console(), [token] if token else [])
+
+
+def _stop_run(backend: Backend, run_id: str) -> None:
+    err = _err()
+    err.print(f"stopping run {run_id} (final metric sync first)…")
+    record = backend.stop(run_id)
+    err.print(f"run {run_id} {record.status}")
+
+
+# -- up / attach ---------------------------------------------------------------------------
+
+
+def up(
+    config: str = typer.Argument(None, help="Config file; default: the shipped local.yaml."),
+    task: str = typer.Option(None, "--task", "-t", help="Run this task one-shot, then exit."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Print the run id and return."),
+    sets: list[str] = Sets,
+    backend: str = typer.Option(None, "--backend", help="modal | local (overrides `backend:`)."),
+) -> None:
+    from ml_agent.config import load_config
+    from ml_agent.contracts import CONFIGS_DIR, new_run_id
+    from ml_agent.plan import build_plan
+
+    if backend not in (None, "modal", "local"):
+        raise typer.BadParameter(f"unknown backend {backend!r}: use modal or local")
+    path = config or str(CONFIGS_DIR / "local.yaml")
+    overrides = [*sets, *([f"backend={backend}"] if backend else [])]
+    plan = build_plan(load_config(path, overrides), path).for_launch(new_run_id())
+    runner = _backend(plan.backend)
+    err = _err()
+    if task is None and not detach and not sys.stdin.isatty():
+        raise typer.BadParameter("stdin is not a terminal: give a --task, or use --detach")
+    with err.status(f"launching run {plan.launch.run_id if plan.launch else ''}…") as status:
+        if hasattr(runner, "progress"):
+            runner.progress = _progress(status)  # type: ignore[attr-defined]
+        try:
+            record = runner.up(plan, task=task, detach=detach)
+        except KeyboardInterrupt:
+            err.print("interrupted: nothing is running")
+            raise typer.Exit(130) from None
+    for warning in getattr(runner, "warnings", []):
+        err.print(f"[yellow]warning:[/] {warning}")
+    if detach:
+        _console().print(record.run_id, highlight=False)
+        err.print(
+            f"run {record.run_id} started ({record.backend}); "
+            f"`ml-agent attach {record.run_id}` to join, `ml-agent stop {record.run_id}` to stop"
+        )
+        return
+    raise typer.Exit(_converse(runner, record.run_id, one_shot=task is not None))
+
+
+def _progress(status: Any) -> Any:
+    """Steps and details on a terminal's status line; only the steps in a log (no TTY)."""
+    err = _err()
+
+    def show(line: str) -> None:
+        if err.is_terminal:
+            status.update(_short(line.strip()))
+        elif not line.startswith(" "):
+            err.print(_short(line), highlight=False)
+
+    return show
+
+
+def _short(line: str, width: int = 100) -> str:
+    from rich.markup import escape
+
+    line = " ".join(line.split())
+    return escape(line if len(line) <= width else line[: width - 1] + "…")
+
+
+def attach(run: str = typer.Argument(..., help="Run id (or a unique prefix).")) -> None:
+    """Re-join a run's conversation: replays what happened, then follows it live.
+
+    Ctrl-C stops the run (after a final metric sync); type /detach to leave it running.
+    """
+    runner, run_id = _backend_for(run)
+    raise typer.Exit(_converse(runner, run_id, one_shot=False))
+
+
+def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
+    """Follow a run's events (and, on a terminal, chat); the exit code of the agent."""
+    from ml_agent.cli import chat
+    from ml_agent.contracts import protocol
+
+    renderer = _renderer(backend, run_id)
+    interactive = not one_shot and chat.is_interactive()
+    last = 0
+    result: dict[str, Any] | None = None
+    waiting = False  # the agent is waiting for the user's next message
+    try:
+        for event in protocol.dedupe(backend.events(run_id, follow=False)):
+            last = event["seq"]
+            renderer.render(event)
+            result = event if event["type"] == protocol.RESULT else result
+            waiting = event["type"] in (protocol.READY, protocol.TURN_END)
+        live: Iterator[dict[str, Any]] = protocol.dedupe(
+            backend.events(run_id, follow=True), after=last
+        )
+        if last == 0:  # the agent is still starting (its Claude CLI): say so until it speaks
+            with _err().status("waiting for the agent to start…"):
+                first = next(live, None)
+            if first is not None:
+                live = itertools.chain([first], live)
+        if not interactive:
+            for event in live:
+                renderer.render(event)
+                result = event if event["type"] == protocol.RESULT else result
+        else:
+            while result is None:
+                if waiting:
+                    text = chat.read_user(_console())
+                    if text is None:  # Ctrl-D: the conversation is over
+                        _stop_run(backend, run_id)
+                        return 0
+                    if text.strip() == chat.DETACH_COMMAND:
+                        _err().print(f"detached; `ml-agent attach {run_id}` to re-join")
+                        return 0
+                    if not text.strip():
+                        continue
+                    backend.send(run_id, protocol.encode_input(protocol.IN_USER, text=text))
+                    waiting = False
+                event = next(live, None)
+                if event is None:
+                    break
+                renderer.render(event)
+                result = event if event["type"] == protocol.RESULT else result
+                waiting = chat.turn_over(event) or event["type"] == protocol.READY
+    except KeyboardInterrupt:
+        _stop_run(backend, run_id)
+        return 130
+    if result is not None:
+        return 0 if result.get("status") == "succeeded" else 1
+    record = _record(backend, run_id)
+    status = record.status if record else "unknown"
+    _err().print(f"run {run_id} ended: {status}")
+    return 0 if status == "succeeded" else 1
+
+
+# -- ps / logs / stop ----------------------------------------------------------------------
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _all_records(which: str) -> list[RunRecord]:
+    records = []
+    if which in ("all", "local"):
+        records += _backend("local").ps()
+    if which == "modal" or (which == "all" and _modal_configured()):
+        try:
+            records += _backend("modal").ps()
+        except MlAgentError as exc:
+            if which == "modal":
+                raise
+            _err().print(f"[yellow]warning:[/] Modal runs not listed: {exc}")
+    return sorted(records, key=lambda r: r.created_at, reverse=True)
+
+
+def ps(
+    as_json: bool = typer.Option(False, "--json", help="One JSON array of run records."),
+    backend: str = typer.Option("all", "--backend", help="all | local | modal."),
+) -> None:
+    """Live and finished runs, newest first: status, config, GPU, age, cost so far."""
+    records = _all_records(backend)
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("RUN", "STATUS", "BACKEND", "CONFIG", "GPU", "AGE", "COST"):
+        table.add_column(column)
+    now = time.time()
+    for r in records:
+        cost = "-" if r.cost_usd is None else f"${r.cost_usd:.{2 if r.cost_usd >= 0.01 else 4}f}"
+        table.add_row(r.run_id, r.status, r.backend, escape(r.config), r.gpu or "-",
+                      _age(now - r.created_at), cost)
+    if not records:
+        _err().print("no runs yet: `ml-agent up` starts one")
+        return
+    _console().print(table)
+
+
+def logs(
+    run: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until it ends."),
+) -> None:
+    """The run's raw output (the sandbox's stdout and stderr)."""
+    runner, run_id = _backend_for(run)
+    renderer = _renderer(runner, run_id)
+    try:
+        for line in runner.logs(run_id, follow=follow):
+            text = line
+            for secret in renderer.secrets:
+                text = text.replace(secret, "<run token>")
+            text = "".join(ch for ch in text if ch == "\t" or ch.isprintable())
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def stop(
+    run: str = typer.Argument(None, help="Run id (or a unique prefix)."),
+    all_runs: bool = typer.Option(False, "--all", help="Stop every live run."),
+) -> None:
+    """Stop a run (final metric sync first); idempotent."""
+    if all_runs == (run is not None):
+        raise typer.BadParameter("give a RUN or --all")
+    if run is not None:
+        runner, run_id = _backend_for(run)
+        _stop_run(runner, run_id)
+        return
+    live = [r for r in _all_records("all") if r.status in ("starting", "running")]
+    if not live:
+        _err().print("no live runs")
+    for record in live:
+        _stop_run(_backend(record.backend), record.run_id)
+
+
+# -- doctor --------------------------------------------------------------------------------
+
+
+def doctor() -> None:
+    """What the local backend and Modal each need, and what this machine has (no secrets)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ml_agent.backends.local.doctor import local_checks, modal_checks
+
+    by_backend = {"local": local_checks(), "modal": modal_checks()}
+    for name, checks in by_backend.items():
+        table = Table(box=None, show_header=False, title=f"{name} backend", title_justify="left")
+        table.add_column(width=1)
+        table.add_column(style="bold")
+        table.add_column()
+        for check in checks:
+            mark = "[green]✓[/]" if check.ok else ("[red]✗[/]" if check.required else "[dim]-[/]")
+            table.add_row(mark, check.what, escape(check.detail))
+        _console().print(table)
+    ready = [n for n, cs in by_backend.items() if all(c.ok or not c.required for c in cs)]
+    _console().print(f"ready: {', '.join(ready) if ready else 'neither backend yet'}")
+    raise typer.Exit(0 if ready else 1)

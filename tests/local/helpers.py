@@ -1,0 +1,133 @@
+"""Helpers for the local backend tests: Plans, tiny venvs, a stand-in agent, its processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ml_agent.backends.local.sandbox import HostLayout
+from ml_agent.config import load_config
+from ml_agent.contracts import CONFIGS_DIR
+from ml_agent.plan import Plan, build_plan
+
+
+def local_plan(*overrides: str, run_id: str = "20261126-0315-a1b2c3") -> Plan:
+    """The shipped `configs/local.yaml` with `--set` overrides, ready for launch."""
+    path = CONFIGS_DIR / "local.yaml"
+    return build_plan(load_config(path, list(overrides)), path).for_launch(run_id)
+
+
+def with_network(plan: Plan, mode: str) -> Plan:
+    """The plan with another network mode (the config refuses `blocked`: no proxy reachable)."""
+    network = plan.sandbox.network.model_copy(update={"mode": mode})
+    return plan.model_copy(
+        update={"sandbox": plan.sandbox.model_copy(update={"network": network})}
+    )
+
+
+def tiny_venv(path: Path) -> Path:
+    """A real virtualenv without pip (fast): `python` inside the sandbox, no packages."""
+    if not (path / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    return path
+
+
+def layout(plan: Plan, tmp_path: Path, venv: Path, **changes: object) -> HostLayout:
+    """The real host layout with every writable path under tmp_path."""
+    vols = {}
+    for vol in plan.volumes:
+        vols[vol.key] = str(tmp_path / "volumes" / vol.name)
+        Path(vols[vol.key]).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    (tmp_path / "work").mkdir(exist_ok=True)
+    host = HostLayout.detect(
+        venv=str(venv),
+        volumes=vols,
+        home=str(tmp_path / "home"),
+        workdir=str(tmp_path / "work"),
+        gpu=False,
+    )
+    import dataclasses
+
+    return dataclasses.replace(host, **changes) if changes else host
+
+
+def seeded_plan(
+    home: Path, script: str, *, timeout_s: int = 120, run_id: str | None = None
+) -> Plan:
+    """A launchable plan whose agent is `script` (a Python file bound at /agent/test_agent.py)
+    and whose image has no pip layer, its venv seeded into `home`'s cache (no build)."""
+    import json
+
+    from ml_agent.backends.local import image
+    from ml_agent.contracts import new_run_id
+    from ml_agent.plan import FileLayer
+
+    src = home / "test_agent.py"
+    home.mkdir(parents=True, exist_ok=True)
+    src.write_text(script)
+    plan = local_plan(run_id=run_id or new_run_id())
+    layers = tuple(
+        layer for layer in plan.image.layers if layer.kind not in ("pip", "apt", "file", "dir")
+    ) + (FileLayer(src=str(src), dest="/agent/test_agent.py", copy=False),)
+    plan = plan.model_copy(
+        update={
+            "image": plan.image.model_copy(update={"layers": layers}),
+            "agent": plan.agent.model_copy(update={"entrypoint": "/agent/test_agent.py"}),
+            "sandbox": plan.sandbox.model_copy(update={"timeout_s": timeout_s}),
+        }
+    )
+    venv = home / "envs" / image.env_hash(plan)
+    if not (venv / image.COMPLETE_FILE).exists():
+        tiny_venv(venv)
+        (venv / image.COMPLETE_FILE).write_text(json.dumps({"pip_freeze": []}))
+    return plan
+
+
+#: A stand-in agent (no model): emits `ready` with what it sees, echoes user messages,
+#: writes `stopped` on SIGTERM (or ignores it with `--task stubborn`), keeps a child.
+AGENT = """
+import json, os, signal, subprocess, sys, time
+seq = 0
+def emit(type_, **kw):
+    global seq
+    seq += 1
+    print(json.dumps({"type": type_, "seq": seq, "ts": time.time(), **kw}), flush=True)
+run_dir = os.environ["ML_AGENT_RUN_DIR"]
+os.makedirs(run_dir, exist_ok=True)
+def on_term(*_):
+    open(os.path.join(run_dir, "stopped"), "w").write("yes")
+    sys.exit(143)
+stubborn = sys.argv[-1] == "stubborn"
+signal.signal(signal.SIGTERM, signal.SIG_IGN if stubborn else on_term)
+child = subprocess.Popen(["sleep", "1000"])  # a grandchild that must not survive
+env = os.environ
+emit("ready", run_id=env["ML_AGENT_RUN_ID"], model="scripted", key=env["ANTHROPIC_API_KEY"],
+     gh=env.get("GITHUB_TOKEN"))
+for line in sys.stdin:
+    msg = json.loads(line)
+    emit("assistant_text", text="echo: " + msg["text"])
+    emit("turn_end", status="succeeded", cost_usd=0.25, turns=1, duration_s=0.1)
+"""
+
+
+def processes_of(run_id: str) -> list[int]:
+    """Live processes that belong to the run (its id is in their command line or env)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        blob = b""
+        for name in ("cmdline", "environ"):  # environ is unreadable for some processes
+            with contextlib.suppress(OSError):
+                blob += (entry / name).read_bytes()
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if run_id.encode() in blob and state != "Z":
+            found.append(int(entry.name))
+    return found

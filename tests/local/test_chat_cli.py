@@ -1,0 +1,136 @@
+"""`ml-agent up` on a terminal: the chat loop, /detach, attach, and Ctrl-C stopping the run.
+
+A stand-in agent (echo, no model) keeps this fast; the real agent runs in tests/test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from ml_agent.backends.local import LocalBackend, image
+from tests.local.helpers import AGENT, processes_of, seeded_plan
+
+pytestmark = pytest.mark.slow
+
+CLI = str(Path(sys.executable).with_name("ml-agent"))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Terminal:
+    """A command on a pseudo-terminal: `expect` text, `send` keys."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+
+        def controlling_tty() -> None:  # so that Ctrl-C on the terminal sends SIGINT
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env,
+                                     cwd=ROOT, preexec_fn=controlling_tty)
+        os.close(slave)
+        self.seen = ""
+        self.pos = 0
+
+    def expect(self, text: str, timeout: float = 60) -> str:
+        """Wait for `text` after the previous match."""
+        deadline = time.monotonic() + timeout
+        while text not in self.seen[self.pos :]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} not seen in:\n{self.seen}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 4096).decode(errors="replace")
+                except OSError:  # the command exited
+                    break
+        assert text in self.seen[self.pos :], self.seen
+        self.pos = self.seen.index(text, self.pos) + len(text)
+        return self.seen
+
+    def send(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def close(self) -> int:
+        code = self.proc.wait(60)
+        os.close(self.master)
+        return code
+
+
+@pytest.fixture
+def env(tmp_path):
+    home = tmp_path / "home"
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("ANTHROPIC_", "CLAUDE", "MODAL_"))}
+    yield {**base, "ML_AGENT_HOME": str(home), "ANTHROPIC_API_KEY": "sk-ant-host",
+           "COLUMNS": "100", "TERM": "xterm"}
+    backend = LocalBackend(home)
+    for record in backend.ps():  # a failed test leaves nothing running
+        backend.stop(record.run_id)
+
+
+def _up_args(home: Path) -> list[str]:
+    plan = seeded_plan(home, AGENT)  # seeds the image cache for a no-pip image
+    src = home / "test_agent.py"
+    assert image.cached_venv(plan, home)
+    return [
+        CLI, "up",
+        "--set", f"image.layers=[{{file: {{src: {src}, dest: /agent/test_agent.py}}}}]",
+        "--set", "agent.entrypoint=/agent/test_agent.py",
+    ]
+
+
+def test_chat_on_a_terminal_then_ctrl_c_stops_the_run(env):
+    home = Path(env["ML_AGENT_HOME"])
+    term = Terminal(_up_args(home), env)
+    term.expect("agent ready")
+    term.expect("you>")
+    term.send("hello there\r")
+    term.expect("echo: hello there")
+    term.expect("you>")
+    run_id = next(p.name for p in (home / "runs").iterdir())
+    term.send("\x03")  # Ctrl-C
+    term.expect(f"run {run_id} stopped")
+    assert term.close() == 130
+    assert "final metric sync" in term.seen
+    assert processes_of(run_id) == []
+
+
+def test_detach_from_the_prompt_then_attach_replays_once(env):
+    home = Path(env["ML_AGENT_HOME"])
+    term = Terminal(_up_args(home), env)
+    term.expect("you>")
+    term.send("first\r")
+    term.expect("echo: first")
+    term.expect("you>")
+    term.send("/detach\r")
+    term.expect("ml-agent attach")
+    assert term.close() == 0
+    run_id = next(p.name for p in (home / "runs").iterdir())
+    assert processes_of(run_id)  # still running
+
+    again = Terminal([CLI, "attach", run_id[:-2]], env)  # a unique prefix is enough
+    again.expect("echo: first")
+    again.expect("you>")
+    again.send("second\r")
+    again.expect("echo: second")
+    again.expect("you>")
+    assert again.seen.count("echo: first") == 1
+    again.send("\x04")  # Ctrl-D: the conversation is over
+    again.expect(f"run {run_id} stopped")
+    assert again.close() == 0
+    deadline = time.monotonic() + 10
+    while processes_of(run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_of(run_id) == []
