@@ -50,11 +50,5 @@ def build_app() -> typer.Typer:
         pass
 
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real missing dependency, not a module still to be written
-                raise
-            continue
-        module.register(app)
+        importlib.import_module(name).register(app)
     return app
