@@ -8,7 +8,8 @@
 2. One `ml-agent validate` call over 1,000 configs, minus the one-config time. Goal: < 1 s.
 
 Wall-clock time and CPU time (user + system of the child) are both shown: on a machine
-shared with other work, CPU time is the steadier of the two.
+shared with other work, CPU time is the steadier of the two. ml-agent's bytecode is
+compiled first, as an install does: both sides then start from .pyc files.
 """
 
 from __future__ import annotations
@@ -33,6 +34,19 @@ def cli() -> list[str]:
     if script.is_file():
         return [sys.executable, str(script)]
     return [sys.executable, "-c", "import sys; from ml_agent.cli import main; sys.exit(main())"]
+
+
+def compile_bytecode() -> None:
+    """Write ml-agent's .pyc files first, as `pip install` does for every package.
+
+    The baseline's yaml and pydantic start from bytecode compiled at install; a source
+    file edited since its .pyc was written (or PYTHONDONTWRITEBYTECODE, which keeps the
+    stale .pyc stale) would make every timed run compile ml-agent's modules again.
+    """
+    import compileall
+
+    compileall.compile_dir(REPO / "ml_agent", quiet=2)
+    compileall.compile_file(REPO / "agent" / "protocol.py", quiet=2)  # loaded by contracts
 
 
 def _cpu() -> float:
@@ -99,6 +113,7 @@ def main() -> None:
     runs = parser.parse_args().runs
     base_cmd = [sys.executable, "-c", "import yaml, pydantic"]
     one = [*cli(), "validate", "configs/a10.yaml"]
+    compile_bytecode()
     print(f"python {sys.version.split()[0]}, {runs} interleaved runs each\n")
 
     times = side_by_side({"baseline": base_cmd, "validate": one}, runs)
@@ -121,10 +136,12 @@ def main() -> None:
             t = side_by_side({"many": many, "single": single}, max(3, runs // 3))
             print(f"1,000 configs ({label}) in one call: {fmt(t['many'])}")
             for kind in ("wall", "cpu"):
-                beyond = statistics.median(t["many"][kind]) - statistics.median(t["single"][kind])
+                many, single = t["many"][kind], t["single"][kind]
+                low = min(many) - min(single)  # the least disturbed runs: the steadier figure
+                mid = statistics.median(many) - statistics.median(single)
                 print(
-                    f"  beyond start-up ({kind:4}): {beyond * 1000:5.0f} ms = "
-                    f"{beyond:.2f} ms per config   (goal < 1000 ms)"
+                    f"  beyond start-up ({kind:4}): min {low * 1000:5.0f} ms   median "
+                    f"{mid * 1000:5.0f} ms = {mid:.2f} ms per config   (goal < 1000 ms)"
                 )
 
 

@@ -35,6 +35,7 @@ def _check(
     from ml_agent.config.loader import LoadFailed, load_source
     from ml_agent.config.messages import from_validation_error, in_file_order
     from ml_agent.config.models import LaunchConfig
+    from ml_agent.config.origins import anchor
 
     try:
         source = load_source(path, overrides, env)
@@ -43,7 +44,8 @@ def _check(
     diags = list(source.problems)
     config = None
     try:
-        config = LaunchConfig.model_validate(source.data, context={"base_dir": source.path.parent})
+        data = anchor(source.data, LaunchConfig, source.folder_of)  # src: relative to its file
+        config = LaunchConfig.model_validate(data, context={"base_dir": source.path.parent})
     except ValidationError as exc:
         diags += from_validation_error(exc, source, LaunchConfig)
     if diags:

@@ -26,9 +26,9 @@ class Source:
     """A loaded config before model validation.
 
     `values`/`keys` map a key path to where its value/key is written; `files` lists the
-    files read (the top config first, then its `extends` chain); `problems` holds what the
-    loader found; `poisoned` the paths whose value is known bad (model errors there are
-    follow-ups and get dropped).
+    files read (the top config first, then its `extends` chain) and `folders` the real
+    folder of each; `problems` holds what the loader found; `poisoned` the paths whose
+    value is known bad (model errors there are follow-ups and get dropped).
     """
 
     def __init__(
@@ -41,6 +41,7 @@ class Source:
         files: list[str],
         problems: list[Diagnostic],
         poisoned: set[KeyPath],
+        folders: dict[str, str] | None = None,
     ) -> None:
         self.path = path  # the top config file, absolute
         self.display = display  # its name as the user wrote it
@@ -50,6 +51,7 @@ class Source:
         self.files = files
         self.problems = problems
         self.poisoned = poisoned
+        self.folders = {display: str(path.parent)} if folders is None else folders
 
     def value_loc(self, path: KeyPath) -> Loc:
         """Where the value at `path` is written, else its deepest known ancestor."""
@@ -58,6 +60,11 @@ class Source:
             if loc is not None:
                 return loc
         return self.values.get((), Loc(self.display, 1, 1))
+
+    def folder_of(self, path: KeyPath) -> str:
+        """The folder of the file that wrote the value at `path`: what a relative local
+        path there is relative to. `--set` values count as the top config's."""
+        return self.folders.get(self.value_loc(path).file) or self.folders[self.display]
 
     def key_loc(self, path: KeyPath) -> Loc:
         """Where the key of `path` is written (falls back like value_loc)."""
@@ -115,10 +122,14 @@ def _stat(path: Path, display: str) -> os.stat_result:
 
 def read_text(path: Path, display: str) -> str:
     """The file's text; raises YamlProblem for every way a path can fail to be a config."""
-    _stat(path, display)
+    size = _stat(path, display).st_size
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
+            # read what stat() saw (asking for MAX_BYTES would allocate a 1 MiB buffer per
+            # file), then whatever the file grew by since, up to the limit
+            raw = fh.read(size + 1)
+            if len(raw) > size:
+                raw += fh.read(MAX_BYTES + 1 - len(raw))
     except PermissionError:
         raise _fail(display, "cannot read: permission denied") from None
     except OSError as exc:
@@ -162,6 +173,28 @@ def parse_file(path: Path, display: str, cached: bool = False) -> Doc:
     return Doc(
         copy_data(doc.data), dict(doc.values), dict(doc.keys), list(doc.problems), set(doc.poisoned)
     )
+
+
+_folders: dict[str, tuple[int, int, str]] = {}  # folder -> (device, inode, its real path)
+
+
+def _realpath(path: Path) -> str:
+    """os.path.realpath, with each folder's real path worked out once: configs come in
+    folders, and realpath costs a stat per path component. The folder's identity is
+    checked on every use, so a symlink pointed elsewhere since is noticed."""
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return os.path.realpath(path)
+    known = _folders.get(folder)
+    if known is None or known[:2] != (st.st_dev, st.st_ino):
+        known = (st.st_dev, st.st_ino, os.path.realpath(folder))
+        if len(_folders) < 256:
+            _folders[folder] = known
+    return os.path.join(known[2], name)
 
 
 # ---- extends -------------------------------------------------------------------------------
@@ -208,10 +241,19 @@ def merge(base: Doc, over: Doc) -> Doc:
     return out
 
 
-def _load_chain(path: Path, display: str, chain: tuple[str, ...], files: list[str]) -> Doc:
-    """Load `path` and what it extends; `files` gets the display names, top file first.
-    `chain` holds the real paths of the files that extend this one (cycle detection)."""
+def _load_chain(
+    path: Path,
+    display: str,
+    real: str,
+    chain: tuple[str, ...],
+    files: list[str],
+    folders: dict[str, str],
+) -> Doc:
+    """Load `path` (real path `real`) and what it extends; `files` gets the display names,
+    top file first, and `folders` the real folder of each. `chain` holds the real paths of
+    the files that extend this one (cycle detection)."""
     files.append(display)
+    folders.setdefault(display, os.path.dirname(real))
     doc = parse_file(path, display, cached=bool(chain))
     if not isinstance(doc.data, dict):
         kind = {list: "a list", type(None): "null"}.get(type(doc.data), repr(doc.data))
@@ -241,17 +283,19 @@ def _load_chain(path: Path, display: str, chain: tuple[str, ...], files: list[st
         )
     base_path = path.parent / target
     base_display = os.path.normpath(os.path.join(os.path.dirname(display), target))
-    real = os.path.realpath(base_path)
-    chain = chain or (os.path.realpath(path),)
-    if real in chain:
-        names = files[chain.index(real) :] + [base_display]
+    base_real = _realpath(base_path)
+    chain = chain or (real,)
+    if base_real in chain:
+        names = files[chain.index(base_real) :] + [base_display]
         raise YamlProblem(
             _diag(here, display, ("extends",), "extends cycle: " + " -> ".join(names))
         )
     if len(chain) >= MAX_EXTENDS:
         raise YamlProblem(_diag(here, display, ("extends",), f"more than {MAX_EXTENDS} extends"))
     try:
-        base = _load_chain(base_path, base_display, chain + (real,), files)
+        base = _load_chain(
+            base_path, base_display, base_real, chain + (base_real,), files, folders
+        )
     except YamlProblem as exc:
         d = exc.diagnostic
         if d.line == 0 and d.file == base_display:  # the file itself is missing/unreadable
@@ -348,8 +392,10 @@ def load_source(
     display = os.fspath(path)
     file = Path(display)
     files: list[str] = []
+    folders: dict[str, str] = {}
+    real = _realpath(file)
     try:
-        doc = _load_chain(file, display, (), files)
+        doc = _load_chain(file, display, real, (), files, folders)
     except YamlProblem as exc:
         raise LoadFailed([exc.diagnostic]) from None
     for i, override in enumerate(overrides):
@@ -358,7 +404,7 @@ def load_source(
     problems = doc.problems
     poisoned = doc.poisoned | unresolved
     return Source(
-        path=file.resolve(),
+        path=Path(real),
         display=display,
         data=doc.data,
         values=doc.values,
@@ -366,4 +412,5 @@ def load_source(
         files=files + [SET_FILE],
         problems=in_file_order(problems, files + [SET_FILE]),
         poisoned=poisoned,
+        folders=folders,
     )

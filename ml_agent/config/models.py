@@ -9,15 +9,15 @@ line errors carry their own `loc` relative to the model (pydantic prefixes the m
 path), so `syncer.volume: unknown volume key 'trackoi'` points at `syncer.volume`.
 Cross-field rules run only when every field of their model is valid.
 
-Validation context: `{"base_dir": Path}`, the folder of the config file; file and dir
-layer `src` paths are resolved against it (default: the current directory).
+Validation context: `{"base_dir": Path}`, the folder of the config file. File and dir layer
+`src` paths (LocalPath fields) resolve against the folder of the file that wrote them: the
+loader hands them in as LocalRef values (`origins.anchor`); a plain string resolves
+against `base_dir` (default: the current directory).
 """
 
-from __future__ import annotations
-
-import os
-import stat
-from typing import Annotated, Any, Literal
+# No `from __future__ import annotations` here: pydantic would have to eval every field's
+# annotation string when it builds the models, which is start-up time of every `validate`.
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -39,6 +39,7 @@ from ml_agent.config.types import (
     EnvValue,
     GpuSpec,
     Key,
+    LocalPath,
     MemorySize,
     ModalName,
     MountPath,
@@ -152,43 +153,22 @@ class RunLayer(Strict):
         return _nonempty(value, "run layer")
 
 
-def _resolve_src(value: str, info: ValidationInfo, *, want_dir: bool) -> str:
-    base = (info.context or {}).get("base_dir") if info.context else None
-    # One stat, no symlink resolution: `ml-agent validate` checks 1,000 configs in a second.
-    path = os.path.abspath(os.path.join(base if base is not None else ".", value))
-    kind = "folder" if want_dir else "file"
-    try:
-        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        raise ValueError(
-            f"no such {kind}: {value!r} (resolved to {path!r}; src is relative to "
-            "the config file's folder)"
-        ) from None
-    if want_dir and not is_dir:
-        raise ValueError(f"{value!r} is a file; use a `file:` layer for it")
-    if not want_dir and is_dir:
-        raise ValueError(f"{value!r} is a folder; use a `dir:` layer for it")
-    return path
-
-
 class LocalFile(Strict):
-    src: Annotated[str, Field(description="Local file, relative to this config file's folder.")]
+    src: Annotated[
+        str,
+        LocalPath(want_dir=False),
+        Field(description="Local file, relative to this config file's folder."),
+    ]
     dest: Annotated[AbsPath, Field(description="Absolute path in the sandbox.")]
-
-    @field_validator("src")
-    @classmethod
-    def _src(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_src(value, info, want_dir=False)
 
 
 class LocalDir(Strict):
-    src: Annotated[str, Field(description="Local folder, relative to this config file's folder.")]
+    src: Annotated[
+        str,
+        LocalPath(want_dir=True),
+        Field(description="Local folder, relative to this config file's folder."),
+    ]
     dest: Annotated[AbsPath, Field(description="Absolute folder path in the sandbox.")]
-
-    @field_validator("src")
-    @classmethod
-    def _src(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_src(value, info, want_dir=True)
 
 
 class FileLayer(Strict):
@@ -291,7 +271,7 @@ class NetworkConfig(Strict):
     ] = []
 
     @model_validator(mode="after")
-    def _consistent(self) -> NetworkConfig:
+    def _consistent(self) -> Self:
         if self.mode == "blocked" and self.allowlist:
             _fail(
                 "NetworkConfig",
@@ -420,7 +400,7 @@ class SandboxConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _launcher_env(self) -> SandboxConfig:
+    def _launcher_env(self) -> Self:
         from ml_agent.contracts import protocol  # stdlib-only; loaded once
 
         _fail(
@@ -543,7 +523,7 @@ class ProxyConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _upstream_key(self) -> ProxyConfig:
+    def _upstream_key(self) -> Self:
         if self.enabled and not is_anthropic(self.upstream) and self.upstream_secret is None:
             _fail(
                 "ProxyConfig",
@@ -600,7 +580,7 @@ class SyncerConfig(Strict):
         return _check_duration(value, low=5, high=MAX_TIMEOUT_S, what="interval")
 
     @model_validator(mode="after")
-    def _complete(self) -> SyncerConfig:
+    def _complete(self) -> Self:
         errors: list[tuple[Loc, str, Any]] = []
         if self.enabled:
             for name in ("volume", "namespace", "secret"):
@@ -677,7 +657,7 @@ class LaunchConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> LaunchConfig:
+    def _cross_checks(self) -> Self:
         errors: list[tuple[Loc, str, Any]] = []
         by_mount: dict[str, str] = {}
         by_name: dict[str, str] = {}

@@ -82,6 +82,14 @@ class _Frame:
         self.merges: list[tuple[Any, int, int]] = []  # (`<<` value, its slice of `order`)
 
 
+_RESOLVED: dict[str, str] = {}  # plain scalar text -> the tag YAML gives it
+_RESOLVED_MAX, _RESOLVED_LEN = 4096, 64  # bounded: hostile files must not fill memory
+
+#: `Loc(...)` without the Python-level `__new__` of a NamedTuple (the composer makes two
+#: per key: start-up and 1,000-file runs feel it).
+_new = tuple.__new__
+
+
 class _Composer:
     def __init__(self, text: str, file: str, line_offset: int = 0, col_offset: int = 0):
         self.file = file
@@ -114,7 +122,13 @@ class _Composer:
         if tag is None or tag == "!":
             if not ev.implicit[0]:  # quoted: a string, whatever it looks like
                 return ev.value
-            tag = self.loader.resolve(ScalarNode, ev.value, ev.implicit)
+            # a plain scalar's type depends on its text alone (PyYAML's resolver runs a
+            # handful of regexes per value); configs repeat values (true, 1h, /data...)
+            tag = _RESOLVED.get(ev.value)
+            if tag is None:
+                tag = self.loader.resolve(ScalarNode, ev.value, ev.implicit)
+                if len(_RESOLVED) < _RESOLVED_MAX and len(ev.value) <= _RESOLVED_LEN:
+                    _RESOLVED[ev.value] = tag
         if tag in (_STR, _TIMESTAMP, _VALUE):  # dates stay text: no field wants a date
             return ev.value
         if tag == _NULL:
@@ -152,6 +166,7 @@ class _Composer:
             yaml.DocumentEndEvent,
         )
         values, keys, order = self.doc.values, self.doc.keys, self.order
+        resolved = _RESOLVED
         file, dl, shifted = self.file, self.dl + 1, bool(self.dc)
         get()  # StreamStart
         ev = get()
@@ -171,7 +186,8 @@ class _Composer:
                     key = ev.value
                     if ev.tag is None and key != "<<" and key not in top.value and not shifted:
                         mark = ev.start_mark
-                        top.key, top.key_loc = key, Loc(file, mark.line + dl, mark.column + 1)
+                        top.key = key
+                        top.key_loc = _new(Loc, (file, mark.line + dl, mark.column + 1))
                     else:
                         self.key(top, ev)
                     continue
@@ -206,14 +222,16 @@ class _Composer:
                 order.append(path)
                 mark = ev.start_mark
                 values[path] = (
-                    self.loc(mark) if shifted else Loc(file, mark.line + dl, mark.column + 1)
+                    self.loc(mark)
+                    if shifted
+                    else _new(Loc, (file, mark.line + dl, mark.column + 1))
                 )
                 if top is not None and top.is_map:
                     keys[path] = top.key_loc  # type: ignore[assignment]
                 if cls is scalar_ev:
-                    if ev.tag is None and not ev.implicit[0]:  # quoted: a string
-                        value = ev.value
-                    else:
+                    value = ev.value
+                    # quoted, or plain text known to stay text: a string as it is
+                    if ev.tag is not None or (ev.implicit[0] and resolved.get(value) != _STR):
                         value = self.scalar(ev, path)
                     if ev.anchor:
                         self.done(value, ev.anchor, start, path)

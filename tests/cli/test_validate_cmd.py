@@ -213,3 +213,37 @@ def test_the_pre_commit_hook_runs_validate_on_config_files() -> None:
     shipped = [f"configs/{p.name}" for p in CONFIGS_DIR.glob("*.yaml")]
     assert shipped and all(pattern.search(name) for name in shipped)
     assert not pattern.search("docs/mkdocs.yaml")
+
+
+START_UP_REPORT = """\
+import atexit, gc, sys
+# registered before main(): runs after validate's own exit handler (atexit is LIFO)
+atexit.register(lambda: print('FROZEN', gc.get_freeze_count() > 0))
+from ml_agent.cli import main
+rc = main(sys.argv[1:])
+print('MODULES', sorted(m for m in ('difflib',) if m in sys.modules))
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize(
+    ("plugins", "modules"),
+    [
+        (None, "MODULES []"),  # nothing a valid config does not need
+        ("some_plugin", "MODULES []"),  # the user's choice stands
+    ],
+)
+def test_validate_start_up_skips_what_a_static_check_does_not_need(
+    plugins: str | None, modules: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if plugins is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = plugins
+    proc = subprocess.run(
+        [sys.executable, "-c", START_UP_REPORT, "validate", "configs/a10.yaml"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert modules in proc.stdout
+    # the interpreter's last garbage collection skips what pydantic built
+    assert "FROZEN True" in proc.stdout

@@ -76,6 +76,16 @@ def test_keys_stay_text_and_values_get_yaml_types(tmp_path: Path) -> None:
     }
 
 
+def test_plain_values_keep_their_type_when_seen_again() -> None:
+    # the composer remembers what type a plain text has: the second file must agree
+    text = "a: yes\nb: '1'\nc: 1\nd: ~\ne: x\nf: 1.5e+3\ng: !!str 1\nh: 0x1f\ni: 1e3\n"
+    first, second = parse(text, "one.yaml").data, parse(text, "two.yaml").data
+    assert first == second == {
+        "a": True, "b": "1", "c": 1, "d": None, "e": "x", "f": 1500.0, "g": "1", "h": 31,
+        "i": "1e3",  # YAML 1.1, as PyYAML reads it: a float needs a dot
+    }
+
+
 def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
     assert load(write(tmp_path, "c.yaml", b"\xef\xbb\xbfapp: x\n")).data == {"app": "x"}
 
@@ -521,3 +531,18 @@ def test_any_text_parses_or_gets_one_clear_problem(pieces: list[str]) -> None:
         assert str(exc.diagnostic).startswith("fuzz.yaml")
     else:
         assert all(str(d).startswith("fuzz.yaml:") for d in doc.problems)
+
+
+def test_real_paths_follow_symlinked_files_and_folders(tmp_path: Path) -> None:
+    from ml_agent.config.loader import _realpath
+
+    real = write(tmp_path, "real/c.yaml", "app: x\n")
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "link.yaml").symlink_to(real)
+    for path in (real, tmp_path / "linked" / "c.yaml", tmp_path / "real" / "link.yaml"):
+        assert _realpath(path) == os.path.realpath(path) == str(real)
+        assert load(path).path == real  # the folder a src is relative to
+    other = write(tmp_path, "other/c.yaml", "app: y\n")
+    (tmp_path / "linked").unlink()
+    (tmp_path / "linked").symlink_to(tmp_path / "other")  # pointed elsewhere: noticed
+    assert _realpath(tmp_path / "linked" / "c.yaml") == str(other)

@@ -136,7 +136,7 @@ def test_layer_src_errors(tmp_path):
     ]
     errs = errors(base_dir=tmp_path, image={"layers": layers})
     assert "no such file: 'missing.py'" in errs["image.layers.0.file.src"]
-    assert "relative to the config file's folder" in errs["image.layers.0.file.src"]
+    assert "relative to the folder of the YAML file that sets it" in errs["image.layers.0.file.src"]
     assert "'d' is a folder; use a `dir:` layer" in errs["image.layers.1.file.src"]
     assert "'f.py' is a file; use a `file:` layer" in errs["image.layers.2.dir.src"]
     assert "did you mean '/f.py'?" in errs["image.layers.3.file.dest"]
