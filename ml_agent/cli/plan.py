@@ -27,9 +27,10 @@ HIDDEN = "<hidden>"
 #: Env names whose values are not printed (they belong in a Modal secret, not in YAML).
 SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
-PLAN_HELP = """Show what `up` would launch, without launching: image layers, volumes, env,
-secrets, GPU and timeouts, proxy and syncer, the Modal calls `up` makes, the worst-case
-cost, and what can only be checked at launch. No network, no Modal account needed.
+PLAN_HELP = """Show what `up` would launch, without launching it (no network, no Modal account).
+
+Image layers, volumes, env, secrets, GPU and timeouts, proxy and syncer, the Modal calls
+`up` makes, the worst-case cost, and what can only be checked at launch.
 
 Examples:
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -24,23 +23,33 @@ token --tokens-file FILE` is accepted (the file holds only token hashes; it is r
 it changes, and a revocation takes effect within 30 s). Without it, one token is minted at
 start and printed once on stdout. Clients use the token as their ANTHROPIC_API_KEY and
 `http://HOST:PORT` as ANTHROPIC_BASE_URL.
+
+Examples:
+
+    ml-agent proxy serve --port 8082                      # mints and prints one token
+    ml-agent proxy serve --tokens-file tokens.json --prefix /anthropic
+    ml-agent proxy serve --upstream https://llm.example.com --key-env EXAMPLE_KEY
 """
 
 TOKEN_HELP = """Mint a run token: printed once on stdout; only its hash is stored.
 
 The hash, run id, expiry and budget go to --tokens-file (default
 `$ML_AGENT_HOME/proxy-tokens.json`), which `ml-agent proxy serve --tokens-file` reads.
+
+Examples:
+
+    ml-agent proxy token --run-id demo --ttl 8h --budget 5
+    ml-agent proxy token --tokens-file tokens.json --ttl 30m
 """
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+def parse_ttl(text: str) -> float:
+    """`--ttl` in the config's duration shorthand (`90s`, `30m`, `1h`, `1h30m`, seconds)."""
+    from ml_agent.config.types import parse_duration
 
-
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `30m`, `1h`, `2d` -> seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise MlAgentError(f"--ttl: not a duration: {text!r}; use e.g. 30m, 1h or 2d")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    try:
+        return float(parse_duration(text))
+    except ValueError as exc:
+        raise MlAgentError(f"--ttl: {exc}") from None
 
 
 def default_tokens_file() -> Path:
@@ -127,7 +136,7 @@ def register(app: typer.Typer) -> None:
             store = FileTokenStore(tokens_file)
         else:
             store = MemoryTokenStore()
-            token = mint(store, "serve", parse_duration(ttl), budget)
+            token = mint(store, "serve", parse_ttl(ttl), budget)
             typer.echo(token)  # shown once: stdout, for `TOKEN=$(... | head -1)`
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         try:
@@ -141,10 +150,10 @@ def register(app: typer.Typer) -> None:
     @proxy_app.command("token", help=TOKEN_HELP)
     def token_cmd(
         run_id: str | None = typer.Option(None, help="Run id (default: a new one)."),
-        ttl: str = typer.Option("1h", help="Lifetime, e.g. 30m, 1h, 2d."),
+        ttl: str = typer.Option("1h", help="Lifetime, e.g. 30m, 1h, 48h."),
         budget: float | None = typer.Option(None, help="Budget in USD (default: none)."),
         tokens_file: Path | None = typer.Option(  # noqa: B008 - Typer's declaration style
             None, help="Where the hash goes (default: $ML_AGENT_HOME/proxy-tokens.json)."),
     ) -> None:
         store = FileTokenStore(tokens_file or default_tokens_file())
-        typer.echo(mint(store, run_id, parse_duration(ttl), budget))
+        typer.echo(mint(store, run_id, parse_ttl(ttl), budget))
