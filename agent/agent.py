@@ -5,6 +5,11 @@ Interactive (default): one ClaudeSDKClient kept across turns, driven by protocol
 stdin (`{"type": "user", "text": ...}`, `{"type": "interrupt"}`); a closed stdin ends the
 session cleanly. One-shot (`--task TEXT`): runs the task to completion, exit 0 on success.
 
+`ready` is emitted as soon as the settings are valid and input is accepted: stdin is read
+and queued while the SDK is imported and the Claude CLI connects, and a failure there is an
+`error` event and a non-zero exit like any other. `ready` therefore names no session; the
+session id comes with `result` (and result.json).
+
 Settings come only from the launcher -> agent environment (`protocol.ENV`). Events go to
 stdout (nothing else may: the launcher reads stdout as the protocol) and to the transcript in
 the run folder; `result.json` is written at the start and rewritten at the end. Depends on
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import signal
@@ -28,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,6 +52,32 @@ STOP_GRACE_S = 5.0
 
 class SetupError(Exception):
     """The environment the launcher gave is unusable; the message says what to set."""
+
+
+# -- The SDK ------------------------------------------------------------------------------
+SDK = "claude_agent_sdk"
+#: The SDK names the agent uses, by the module that defines them.
+SDK_NAMES = {
+    "client": ("ClaudeSDKClient",),
+    "types": (
+        "ClaudeAgentOptions", "AssistantMessage", "ResultMessage", "SystemMessage", "TextBlock",
+        "ToolResultBlock", "ToolUseBlock", "UserMessage",
+    ),
+}
+
+
+def load_sdk() -> types.SimpleNamespace:
+    """The SDK names the agent uses (SDK_NAMES), as one namespace.
+
+    Imported after `ready` (the import costs ~1.5 s of CPU, mostly `mcp`), so a client sees
+    the agent accept input at once while the SDK loads and the CLI connects.
+    """
+    importlib.import_module(SDK)
+    found = {}
+    for module, names in SDK_NAMES.items():
+        loaded = importlib.import_module(f"{SDK}.{module}")
+        found.update({name: getattr(loaded, name) for name in names})
+    return types.SimpleNamespace(**found)
 
 
 # -- Settings (only from the launcher -> agent environment) --------------------------------
@@ -175,7 +208,11 @@ def _now_iso() -> str:
 
 
 class _PipFreeze(threading.Thread):
-    """`pip freeze`, started early in the background so the end of the run never waits long."""
+    """`pip freeze` in the background, so the end of the run never waits long.
+
+    Started once the Claude CLI is connected, and niced: it must not compete with the
+    agent's start for CPU (a sandbox may have a fraction of a core).
+    """
 
     def __init__(self) -> None:
         super().__init__(daemon=True, name="pip-freeze")
@@ -184,23 +221,37 @@ class _PipFreeze(threading.Thread):
 
     def run(self) -> None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            proc = subprocess.run(
+            with subprocess.Popen(
                 [sys.executable, "-m", "pip", "freeze", "--disable-pip-version-check"],
-                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-            )
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                text=True,
+            ) as proc:
+                with contextlib.suppress(OSError):  # lower priority (no preexec_fn: threads)
+                    os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
+                try:
+                    out, _ = proc.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    raise
             if proc.returncode == 0:
-                self.lines = proc.stdout.splitlines()
+                self.lines = out.splitlines()
                 return
         # No pip in this environment (e.g. a bare virtualenv): the installed distributions.
-        with contextlib.suppress(Exception):
-            from importlib import metadata
-
-            names = {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()}
-            self.lines = sorted(names, key=str.lower)
+        self.lines = _distributions()
 
     def result(self, timeout: float) -> list[str] | None:
         self.join(timeout)
         return self.lines
+
+
+def _distributions() -> list[str] | None:
+    """`name==version` of every installed distribution, in-process (fast, no pip needed)."""
+    with contextlib.suppress(Exception):
+        from importlib import metadata
+
+        names = {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()}
+        return sorted(names, key=str.lower)
+    return None
 
 
 @dataclasses.dataclass
@@ -233,7 +284,12 @@ class Records:
         self._emitter = protocol.Emitter(_Tee(out, self._transcript), start=start)
         self._lock = threading.Lock()
         self.started_at = _now_iso()
-        self._pip = _PipFreeze()
+        self._pip: _PipFreeze | None = None
+
+    def start_pip_freeze(self) -> None:
+        """Start collecting `pip freeze` for result.json (once; the agent's start comes first)."""
+        if self._pip is None:
+            self._pip = _PipFreeze()
 
     def emit(self, type_: str, **payload: Any) -> dict[str, Any]:
         with self._lock:
@@ -259,13 +315,21 @@ class Records:
             "session_id": totals.session_id,
             "config_hash": self.settings.config_hash,
             "image_id": os.environ.get("MODAL_IMAGE_ID") or None,
-            "pip_freeze": self._pip.result(timeout=30 if final else 0),
+            "pip_freeze": self._pip_freeze(totals.status) if final else None,
         }
         assert tuple(result) == protocol.RESULT_KEYS
         path = self.settings.run_dir / protocol.RESULT_FILE
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)  # a reader never sees half a file
+
+    def _pip_freeze(self, status: str) -> list[str] | None:
+        """At the end: pip's list; the quick in-process one when pip never started (the CLI
+        never connected) or would keep a stopping run past its grace period."""
+        lines = None
+        if self._pip is not None:
+            lines = self._pip.result(timeout=2 if status == "stopped" else 30)
+        return lines if lines is not None else _distributions()
 
     def close(self) -> None:
         with self._lock:
@@ -302,11 +366,23 @@ class Agent:
         self.one_shot = one_shot
         self.totals = Totals()
         self.client: Any = None
+        self.sdk: types.SimpleNamespace | None = None
         self.in_turn = False
 
-    def options(self, env: dict[str, str]) -> Any:
-        from claude_agent_sdk import ClaudeAgentOptions
+    @contextlib.asynccontextmanager
+    async def connected(self, env: dict[str, str]) -> Any:
+        """Import the SDK and connect one ClaudeSDKClient (its Claude CLI) for the session.
 
+        Runs after `ready`: stdin is queued meanwhile, and an error here propagates like
+        any other SDK error (an `error` event, a non-zero exit).
+        """
+        self.sdk = load_sdk()
+        async with self.sdk.ClaudeSDKClient(self.options(env, self.sdk)) as client:
+            self.client = client
+            self.records.start_pip_freeze()
+            yield client
+
+    def options(self, env: dict[str, str], sdk: types.SimpleNamespace) -> Any:
         s = self.settings
         mode = (
             "You run in one-shot mode: nobody will answer questions. Choose sensible "
@@ -327,7 +403,7 @@ class Agent:
         )
         # A restricted tool list keeps the Skill tool: skills are instructions, not powers.
         tools = [*s.tools, "Skill"] if s.tools and "Skill" not in s.tools else s.tools
-        return ClaudeAgentOptions(
+        return sdk.ClaudeAgentOptions(
             # The preset keeps Claude Code's own system prompt (None would blank it).
             system_prompt={"type": "preset", "preset": "claude_code", "append": append},
             tools=tools or None,
@@ -354,45 +430,38 @@ class Agent:
             self.in_turn = False
 
     async def _relay(self, started: float, text: str) -> str:
-        from claude_agent_sdk import (
-            AssistantMessage,
-            ResultMessage,
-            SystemMessage,
-            TextBlock,
-            ToolResultBlock,
-            ToolUseBlock,
-            UserMessage,
-        )
+        sdk = self.sdk
+        assert sdk is not None, "turn() before connected()"
 
         await self.client.query(text)
         status = "failed"
         async for msg in self.client.receive_response():
-            if isinstance(msg, AssistantMessage):
+            if isinstance(msg, sdk.AssistantMessage):
                 if msg.error is not None:
-                    texts = [b.text for b in msg.content if isinstance(b, TextBlock)]
+                    texts = [b.text for b in msg.content if isinstance(b, sdk.TextBlock)]
                     fatal = msg.error in FATAL_API_ERRORS
                     self.totals.fatal |= fatal
                     self._error(" ".join(texts) or msg.error, msg.error, fatal)
                     continue
                 for block in msg.content:
-                    if isinstance(block, TextBlock) and block.text:
+                    if isinstance(block, sdk.TextBlock) and block.text:
                         self.records.emit(protocol.ASSISTANT_TEXT, text=block.text)
-                    elif isinstance(block, ToolUseBlock):
+                    elif isinstance(block, sdk.ToolUseBlock):
                         self.records.emit(
                             protocol.TOOL_USE, id=block.id, name=block.name, input=block.input
                         )
-            elif isinstance(msg, UserMessage) and isinstance(msg.content, list):
+            elif isinstance(msg, sdk.UserMessage) and isinstance(msg.content, list):
                 for block in msg.content:
-                    if isinstance(block, ToolResultBlock):
+                    if isinstance(block, sdk.ToolResultBlock):
                         self.records.emit(
                             protocol.TOOL_RESULT,
                             tool_use_id=block.tool_use_id,
                             content=_text_of(block.content),
                             is_error=bool(block.is_error),
                         )
-            elif isinstance(msg, SystemMessage) and msg.subtype == "init":
+            elif isinstance(msg, sdk.SystemMessage) and msg.subtype == "init":
                 self.totals.session_id = msg.data.get("session_id") or self.totals.session_id
-            elif isinstance(msg, ResultMessage):
+            elif isinstance(msg, sdk.ResultMessage):
                 status = self._on_result(msg, started)
         return status
 
@@ -487,8 +556,6 @@ async def _run_turn(agent: Agent, text: str, next_input: Any) -> tuple[str, list
 
 
 async def interactive(agent: Agent, env: dict[str, str]) -> None:
-    from claude_agent_sdk import ClaudeSDKClient
-
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_stdin_reader, args=(loop, lines), daemon=True).start()
@@ -509,12 +576,8 @@ async def interactive(agent: Agent, env: dict[str, str]) -> None:
             agent.records.record_input(msg)
             return msg
 
-    async with ClaudeSDKClient(agent.options(env)) as client:
-        agent.client = client
-        agent.records.emit(
-            protocol.READY, run_id=agent.settings.run_id, model=agent.settings.model,
-            session_id=None, mode="interactive",
-        )
+    _ready(agent, "interactive")  # lines sent from now on queue up while the CLI connects
+    async with agent.connected(env):
         pending: list[dict] = []
         closed = False
         statuses: list[str] = []
@@ -534,16 +597,17 @@ async def interactive(agent: Agent, env: dict[str, str]) -> None:
             agent.totals.status = "succeeded"
 
 
-async def one_shot(agent: Agent, env: dict[str, str], task: str) -> None:
-    from claude_agent_sdk import ClaudeSDKClient
+def _ready(agent: Agent, mode: str) -> None:
+    """`ready`: input is accepted. No session exists yet (its id comes with `result`)."""
+    agent.records.emit(
+        protocol.READY, run_id=agent.settings.run_id, model=agent.settings.model, mode=mode
+    )
 
+
+async def one_shot(agent: Agent, env: dict[str, str], task: str) -> None:
     agent.records.record_input({"type": protocol.IN_USER, "text": task})
-    async with ClaudeSDKClient(agent.options(env)) as client:
-        agent.client = client
-        agent.records.emit(
-            protocol.READY, run_id=agent.settings.run_id, model=agent.settings.model,
-            session_id=None, mode="one-shot",
-        )
+    _ready(agent, "one-shot")
+    async with agent.connected(env):
         status = await agent.turn(task)
         agent.totals.status = "failed" if agent.totals.fatal else status
 

@@ -37,7 +37,7 @@ IN_INTERRUPT: Final = "interrupt"  # {"type": "interrupt"}
 IN_TYPES: Final = frozenset({IN_USER, IN_INTERRUPT})
 
 # Out (agent -> client): every event has type, seq (monotonic from 1) and ts (unix seconds).
-READY: Final = "ready"  # {session_id?, model, run_id, mode: interactive|one-shot}
+READY: Final = "ready"  # {run_id, model, mode: interactive|one-shot}; sent before connecting
 ASSISTANT_TEXT: Final = "assistant_text"  # {text}
 TOOL_USE: Final = "tool_use"  # {id, name, input}
 TOOL_RESULT: Final = "tool_result"  # {tool_use_id, content, is_error}

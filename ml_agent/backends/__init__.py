@@ -42,7 +42,7 @@ class Backend(Protocol):
         ...
 
     def stop(self, run_id: str) -> RunRecord:
-        """Final metric sync, then stop the sandbox; idempotent."""
+        """Stop the sandbox, then a final metric sync (it sees the last rows); idempotent."""
         ...
 
 

@@ -5,6 +5,7 @@ Heavy imports (backends, Rich) happen inside the commands, so `--help` stays fas
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -18,7 +19,7 @@ import typer
 from ml_agent.errors import MlAgentError, RunNotFound
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ml_agent.backends import Backend
     from ml_agent.cli.chat import Renderer
@@ -28,7 +29,7 @@ UP_HELP = """Launch the agent: chat with it (on a terminal), or give it a `--tas
 
 With no CONFIG, runs the shipped `configs/local.yaml`: this machine, a bubblewrap sandbox,
 no Modal account (needs ANTHROPIC_API_KEY or `$ML_AGENT_HOME/secrets/anthropic-secret.env`).
-Ctrl-C stops the run after a final metric sync; `--detach` leaves it running.
+Ctrl-C stops the run, then runs a final metric sync; `--detach` leaves it running.
 
 Examples:
 
@@ -88,6 +89,11 @@ def _backend_for(run: str) -> tuple[Backend, str]:
         if not _modal_configured():
             raise
     backend = _backend("modal")
+    # The registry as it is: `ps` would also record how a run that ended by itself ended,
+    # and leave nothing for `finish` (its final metric sync) to do.
+    find = getattr(backend, "find", None)
+    if find is not None:
+        return backend, find(run).run_id
     for record in backend.ps():
         if record.run_id.startswith(run):
             return backend, record.run_id
@@ -101,19 +107,70 @@ def _record(backend: Backend, run_id: str) -> RunRecord | None:
     return next((r for r in backend.ps() if r.run_id == run_id), None)
 
 
+def _secrets(backend: Backend, run_id: str) -> list[str]:
+    """What never reaches the terminal: the run's token (when this machine knows it)."""
+    token_of = getattr(backend, "token", None)
+    token = token_of(run_id) if token_of is not None else None
+    return [token] if token else []
+
+
 def _renderer(backend: Backend, run_id: str) -> Renderer:
     from ml_agent.cli.chat import Renderer
 
-    token_of = getattr(backend, "token", None)
-    token = token_of(run_id) if token_of is not None else None
-    return Renderer(_console(), [token] if token else [])
+    return Renderer(_console(), _secrets(backend, run_id))
 
 
 def _stop_run(backend: Backend, run_id: str) -> None:
+    """Stop a run and say what happens, in the order both backends do it."""
     err = _err()
-    err.print(f"stopping run {run_id} (final metric sync first)…")
-    record = backend.stop(run_id)
-    err.print(f"run {run_id} {record.status}")
+    err.print(f"stopping run {run_id}: the sandbox, then a final metric sync…", highlight=False)
+    with _progress_to_terminal(backend, run_id):
+        record = backend.stop(run_id)
+    err.print(f"run {run_id} {record.status}", highlight=False)
+
+
+def _finish_run(backend: Backend, run_id: str) -> RunRecord | None:
+    """The end of a run that ended by itself: a backend with end-of-run steps (Modal: final
+    metric sync, token revoked, usage into result.json) does them now, showing each step.
+
+    None when the backend has none (locally the supervisor does them) or they failed.
+    """
+    finish: Callable[[str], RunRecord] | None = getattr(backend, "finish", None)
+    if finish is None:
+        return None
+    err = _err()
+    err.print(f"finishing run {run_id}: a final metric sync, then its usage…", highlight=False)
+    try:
+        with _progress_to_terminal(backend, run_id):
+            return finish(run_id)
+    except MlAgentError as exc:
+        err.print(f"[yellow]warning:[/] the end of run {run_id} is incomplete: {exc}; "
+                  f"`ml-agent stop {run_id}` retries it", highlight=False)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; `ml-agent stop {run_id}` completes the end of the run")
+    return None
+
+
+@contextlib.contextmanager
+def _progress_to_terminal(backend: Backend, run_id: str) -> Iterator[None]:
+    """While the block runs, the backend's progress lines go to stderr, one per line:
+    untrusted text, so markup-escaped, control characters dropped, the run token redacted."""
+    if not hasattr(backend, "progress"):
+        yield
+        return
+    from ml_agent.cli.chat import Renderer
+
+    out = Renderer(_err(), _secrets(backend, run_id))
+
+    def show(line: str) -> None:
+        out.print(f"[dim]  {out.clean(line)}[/]")
+
+    before = backend.progress  # type: ignore[attr-defined]
+    backend.progress = show  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        backend.progress = before  # type: ignore[attr-defined]
 
 
 # -- up / attach ---------------------------------------------------------------------------
@@ -182,7 +239,7 @@ def _short(line: str, width: int = 100) -> str:
 def attach(run: str = typer.Argument(..., help="Run id (or a unique prefix).")) -> None:
     """Re-join a run's conversation: replays what happened, then follows it live.
 
-    Ctrl-C stops the run (after a final metric sync); type /detach to leave it running.
+    Ctrl-C stops the run, then runs a final metric sync; type /detach to leave it running.
     """
     runner, run_id = _backend_for(run)
     raise typer.Exit(_converse(runner, run_id, one_shot=False))
@@ -239,9 +296,12 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
     except KeyboardInterrupt:
         _stop_run(backend, run_id)
         return 130
+    # The run ended by itself (its result, or the end of its output): end it now, so that a
+    # one-shot run's final metric sync and usage do not wait for a later `ps` or `stop`.
+    record = _finish_run(backend, run_id)
     if result is not None:
         return 0 if result.get("status") == "succeeded" else 1
-    record = _record(backend, run_id)
+    record = record or _record(backend, run_id)
     status = record.status if record else "unknown"
     _err().print(f"run {run_id} ended: {status}")
     return 0 if status == "succeeded" else 1
@@ -320,7 +380,7 @@ def stop(
     run: str = typer.Argument(None, help="Run id (or a unique prefix)."),
     all_runs: bool = typer.Option(False, "--all", help="Stop every live run."),
 ) -> None:
-    """Stop a run (final metric sync first); idempotent."""
+    """Stop a run: the sandbox, then a final metric sync; idempotent."""
     if all_runs == (run is not None):
         raise typer.BadParameter("give a RUN or --all")
     if run is not None:

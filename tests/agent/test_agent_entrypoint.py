@@ -235,6 +235,60 @@ def test_sigterm_ends_the_turn_and_flushes_the_records(tmp_path, gateway, start_
     assert transcript[-1]["type"] == "result"
 
 
+@pytest.mark.slow
+def test_ready_comes_before_the_cli_connects_and_a_failed_connect_is_fatal(
+    tmp_path, gateway, start_agent
+):
+    # The Claude CLI refuses this permission mode at start: connecting fails after `ready`.
+    env = agent_env(tmp_path, gateway, ML_AGENT_PERMISSION_MODE="no-such-mode")
+    agent = start_agent(env)  # interactive, stdin left open: only the failure ends it
+    ready = agent.wait_for("ready")
+    assert "session_id" not in ready  # no session exists yet
+    assert agent.wait(60) == 1, agent.stderr
+    assert_well_ordered(agent.events, agent.raw_lines)
+    assert types(agent.events) == ["ready", "error", "result"]
+    error_event = agent.events[1]
+    assert error_event["fatal"] is True and error_event["kind"] == "ProcessError"
+    assert agent.events[-1]["status"] == "failed"
+    assert "'no-such-mode' is invalid" in agent.stderr  # the CLI's own reason, for `logs`
+    result, _ = read_records(Path(env["ML_AGENT_RUN_DIR"]))
+    assert result["status"] == "failed" and result["ended_at"]
+    assert any(line.startswith("claude-agent-sdk==") for line in result["pip_freeze"])
+    assert gateway.fake.message_calls() == []
+
+
+@pytest.mark.slow
+def test_input_sent_right_after_ready_waits_for_the_session(tmp_path, gateway, start_agent):
+    gateway.fake.script(text("Hello early bird.", match=main_loop))
+    env = agent_env(tmp_path, gateway)
+    agent = start_agent(env)
+    agent.wait_for("ready")
+    agent.send("user", text="hi")  # most likely before the CLI is connected: queued
+    agent.close_stdin()  # and the end of input, queued behind it
+    assert agent.wait(60) == 0, agent.stderr
+    assert_well_ordered(agent.events, agent.raw_lines)
+    assert types(agent.events) == ["ready", "assistant_text", "turn_end", "result"]
+    assert agent.events[1]["text"] == "Hello early bird."
+    final = agent.events[-1]
+    assert final["status"] == "succeeded" and final["session_id"]  # the session, at the end
+    result, _ = read_records(Path(env["ML_AGENT_RUN_DIR"]))
+    assert result["session_id"] == final["session_id"]
+
+
+@pytest.mark.slow
+def test_sigterm_right_after_ready_stops_cleanly(tmp_path, gateway, start_agent):
+    env = agent_env(tmp_path, gateway)
+    agent = start_agent(env)
+    agent.wait_for("ready")
+    agent.terminate()  # most likely while the SDK imports or the CLI connects
+    assert agent.wait(30) == 143, agent.stderr
+    assert_well_ordered(agent.events, agent.raw_lines)
+    assert types(agent.events) == ["ready", "result"]
+    assert agent.events[-1]["status"] == "stopped"
+    result, _ = read_records(Path(env["ML_AGENT_RUN_DIR"]))
+    assert result["status"] == "stopped" and result["ended_at"]
+
+
 def test_missing_settings_are_a_setup_error(tmp_path, start_agent):
     agent = start_agent({"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert agent.wait(30) == 2

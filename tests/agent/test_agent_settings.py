@@ -61,7 +61,8 @@ def test_values_are_parsed(agent_module, tmp_path):
         ML_AGENT_ALLOWED_TOOLS="Bash, Read,,Write", ML_AGENT_MODEL="claude-sonnet-4-5",
     ))
     assert (s.max_turns, s.budget_usd, s.tools) == (7, 2.5, ["Bash", "Read", "Write"])
-    options = agent_module.Agent(s, None, one_shot=True).options({})
+    sdk = agent_module.load_sdk()
+    options = agent_module.Agent(s, None, one_shot=True).options({}, sdk)
     assert options.max_budget_usd == 2.5 and options.max_turns == 7
     assert options.tools == ["Bash", "Read", "Write", "Skill"]  # skills stay usable
     assert options.model == "claude-sonnet-4-5"
