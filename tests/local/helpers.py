@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import pty
+import select
+import signal
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 from ml_agent.backends.local.sandbox import HostLayout
@@ -131,3 +137,69 @@ def processes_of(run_id: str) -> list[int]:
         if run_id.encode() in blob and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+class Terminal:
+    """A command on a pseudo-terminal, in a session of its own: `expect` text, `send` keys.
+
+    Start it through the `terminal` fixture (tests/local/conftest.py), which cleans up after
+    the test whatever happened: a command still running is killed, and every command is
+    waited for and its terminal closed. A Popen never waited for warns when it is collected,
+    and under `filterwarnings = error` that fails whichever later test the GC runs in.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        self.master, slave = pty.openpty()
+
+        def controlling_tty() -> None:  # so that Ctrl-C on the terminal sends SIGINT
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        try:
+            self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
+                                         env=env, cwd=cwd, preexec_fn=controlling_tty)
+        except BaseException:
+            os.close(self.master)
+            raise
+        finally:
+            os.close(slave)
+        self.seen = ""
+        self.pos = 0
+        self._closed = False
+
+    def expect(self, text: str, timeout: float = 60) -> str:
+        """Wait for `text` after the previous match."""
+        deadline = time.monotonic() + timeout
+        while text not in self.seen[self.pos :]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} not seen in:\n{self.seen}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # EIO: the command exited and the terminal is drained
+                    break
+                self.seen += chunk.decode(errors="replace")
+        assert text in self.seen[self.pos :], self.seen
+        self.pos = self.seen.index(text, self.pos) + len(text)
+        return self.seen
+
+    def send(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def close(self, timeout: float = 60) -> int:
+        """Wait for the command to exit by itself; its exit code."""
+        code = self.proc.wait(timeout)
+        self.cleanup()
+        return code
+
+    def cleanup(self) -> None:
+        """Kill the command's session if it still runs, reap it, close the terminal."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # setsid: its pid is its group's
+            self.proc.wait()
+        if not self._closed:
+            self._closed = True
+            os.close(self.master)

@@ -5,13 +5,8 @@ A stand-in agent (echo, no model) keeps this fast; the real agent runs in tests/
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
-import select
-import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -24,48 +19,6 @@ pytestmark = pytest.mark.slow
 
 CLI = str(Path(sys.executable).with_name("ml-agent"))
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Terminal:
-    """A command on a pseudo-terminal: `expect` text, `send` keys."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.master, slave = pty.openpty()
-
-        def controlling_tty() -> None:  # so that Ctrl-C on the terminal sends SIGINT
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     cwd=ROOT, preexec_fn=controlling_tty)
-        os.close(slave)
-        self.seen = ""
-        self.pos = 0
-
-    def expect(self, text: str, timeout: float = 60) -> str:
-        """Wait for `text` after the previous match."""
-        deadline = time.monotonic() + timeout
-        while text not in self.seen[self.pos :]:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{text!r} not seen in:\n{self.seen}")
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                try:
-                    self.seen += os.read(self.master, 4096).decode(errors="replace")
-                except OSError:  # the command exited
-                    break
-        assert text in self.seen[self.pos :], self.seen
-        self.pos = self.seen.index(text, self.pos) + len(text)
-        return self.seen
-
-    def send(self, keys: str) -> None:
-        os.write(self.master, keys.encode())
-
-    def close(self) -> int:
-        code = self.proc.wait(60)
-        os.close(self.master)
-        return code
 
 
 @pytest.fixture
@@ -91,9 +44,9 @@ def _up_args(home: Path) -> list[str]:
     ]
 
 
-def test_chat_on_a_terminal_then_ctrl_c_stops_the_run(env):
+def test_chat_on_a_terminal_then_ctrl_c_stops_the_run(env, terminal):
     home = Path(env["ML_AGENT_HOME"])
-    term = Terminal(_up_args(home), env)
+    term = terminal(_up_args(home), env, ROOT)
     term.expect("agent ready")
     term.expect("you>")
     term.send("hello there\r")
@@ -101,15 +54,15 @@ def test_chat_on_a_terminal_then_ctrl_c_stops_the_run(env):
     term.expect("you>")
     run_id = next(p.name for p in (home / "runs").iterdir())
     term.send("\x03")  # Ctrl-C
+    term.expect(f"stopping run {run_id}: the sandbox, then a final metric sync")
     term.expect(f"run {run_id} stopped")
     assert term.close() == 130
-    assert "final metric sync" in term.seen
     assert processes_of(run_id) == []
 
 
-def test_detach_from_the_prompt_then_attach_replays_once(env):
+def test_detach_from_the_prompt_then_attach_replays_once(env, terminal):
     home = Path(env["ML_AGENT_HOME"])
-    term = Terminal(_up_args(home), env)
+    term = terminal(_up_args(home), env, ROOT)
     term.expect("you>")
     term.send("first\r")
     term.expect("echo: first")
@@ -120,7 +73,7 @@ def test_detach_from_the_prompt_then_attach_replays_once(env):
     run_id = next(p.name for p in (home / "runs").iterdir())
     assert processes_of(run_id)  # still running
 
-    again = Terminal([CLI, "attach", run_id[:-2]], env)  # a unique prefix is enough
+    again = terminal([CLI, "attach", run_id[:-2]], env, ROOT)  # a unique prefix is enough
     again.expect("echo: first")
     again.expect("you>")
     again.send("second\r")

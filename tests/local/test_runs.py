@@ -177,6 +177,7 @@ def test_a_planted_symlink_never_makes_the_supervisor_write_through_it(backend, 
     )
     plan = seeded_plan(backend.home, planting)
     backend.up(plan, task=None, detach=True)
+    next(backend.events(plan.launch.run_id, follow=True))  # `ready`: the link is planted
     backend.stop(plan.launch.run_id)
     assert victim.read_text() == '{"untouched": true}'
     log = (backend.home / "runs" / plan.launch.run_id / "supervisor.log").read_text()

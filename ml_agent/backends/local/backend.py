@@ -81,6 +81,23 @@ class LocalBackend:
         self._overlay = sandbox.probe()
 
     def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
+        paths = self.prepare(plan, task)
+        self.progress("starting the sandbox")
+        pid = _spawn_detached(
+            [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder)],
+            log=paths.log,
+            cwd=paths.folder,
+        )
+        registry.write_pid(paths, pid)
+        try:
+            return self._wait_started(paths)
+        except KeyboardInterrupt:
+            self.stop(paths.run_id)  # nothing may keep running behind an interrupted `up`
+            raise
+
+    def prepare(self, plan: Plan, task: str | None) -> RunPaths:
+        """Check, build the image, create the volumes and the run's folder (launch.json, a
+        `starting` run.json): all the supervisor needs, before it is started."""
         if plan.launch is None:
             plan = plan.for_launch(new_run_id())
         assert plan.launch is not None
@@ -124,18 +141,7 @@ class LocalBackend:
             run_dir=plan.launch.run_dir,
         )
         registry.write_record(paths, record)
-        self.progress("starting the sandbox")
-        pid = _spawn_detached(
-            [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder)],
-            log=paths.log,
-            cwd=paths.folder,
-        )
-        paths.pid.write_text(str(pid))
-        try:
-            return self._wait_started(paths)
-        except KeyboardInterrupt:
-            self.stop(paths.run_id)  # nothing may keep running behind an interrupted `up`
-            raise
+        return paths
 
     def _wait_started(self, paths: RunPaths) -> RunRecord:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -226,12 +232,16 @@ class LocalBackend:
 
 #: Runs in a throw-away interpreter: starts the supervisor in its own session and exits, so
 #: the supervisor is not our child (no zombie, no reaping) and outlives us and our Ctrl-C.
+#: posix_spawn, not Popen: nothing here waits for the child, and a Popen never waited for
+#: warns when collected; the spawned process is init's to reap.
 _SPAWN = """
-import subprocess, sys
-log = open(sys.argv[1], "ab")
-proc = subprocess.Popen(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                        cwd=sys.argv[2], start_new_session=True)
-print(proc.pid)
+import os, sys
+os.chdir(sys.argv[2])
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+null = os.open(os.devnull, os.O_RDONLY)
+dup2 = os.POSIX_SPAWN_DUP2
+print(os.posix_spawn(sys.argv[3], sys.argv[3:], os.environ, setsid=True,
+                     file_actions=[(dup2, null, 0), (dup2, log, 1), (dup2, log, 2)]))
 """
 
 

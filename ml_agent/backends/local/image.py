@@ -205,11 +205,19 @@ def _run(cmd: list[str], progress: Progress, what: str) -> None:
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     ) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line:
-                tail = (tail + [line])[-20:]
-                progress("  " + line)  # indented: detail, not a step
+        try:
+            for line in proc.stdout:
+                line = line.rstrip()
+                if line:
+                    tail = (tail + [line])[-20:]
+                    progress("  " + line)  # indented: detail, not a step
+        except BaseException:
+            # Ctrl-C or a failing progress callback: Popen's __exit__ would wait for the
+            # rest of the build (or, on Ctrl-C, leave it running unreaped); the half-built
+            # env is thrown away, so end the command now.
+            proc.kill()
+            proc.wait()
+            raise
     if proc.returncode != 0:
         raise SandboxError(f"building the local image failed at {what}:\n" + "\n".join(tail))
 

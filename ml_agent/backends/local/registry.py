@@ -75,6 +75,12 @@ def write_record(paths: RunPaths, record: RunRecord) -> None:
     write_json(paths.record, record.to_dict())
 
 
+def write_pid(paths: RunPaths, pid: int) -> None:
+    """Atomic, like run.json: `up`, `ps`, `logs -f` and `stop` poll this file while it is
+    written, and a reader that saw it empty would take a live supervisor for a dead one."""
+    write_json(paths.pid, pid)
+
+
 def supervisor_pid(paths: RunPaths) -> int | None:
     """The run's live supervisor, checked by its command line (pids get reused)."""
     try:

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from ml_agent.backends.local import envfiles
-from ml_agent.backends.local.registry import RunPaths, read_record, write_json, write_record
+from ml_agent.backends.local.registry import (
+    RunPaths,
+    read_record,
+    write_json,
+    write_pid,
+    write_record,
+)
 from ml_agent.backends.local.sandbox import HostLayout, agent_command, build_argv, sandbox_env
 from ml_agent.contracts import TokenRecord, hash_token, protocol
 from ml_agent.plan import Plan, launch_env
@@ -94,6 +100,10 @@ class Supervisor:
             os.mkfifo(self.paths.stdin, 0o600)
             # Read-write: the agent never sees EOF when a client that wrote a line goes away.
             fifo = os.open(self.paths.stdin, os.O_RDWR)
+            if self._stop.is_set():  # `stop` came during start-up: no sandbox to start
+                self.log(f"{self.stop_reason} before the sandbox started")
+                status = self._status(None)
+                return 0
             # bwrap reports on this pipe once the sandbox is set up, --die-with-parent
             # included: only then is the run "running" (no window for an orphan).
             status_r, status_w = os.pipe()
@@ -149,7 +159,12 @@ class Supervisor:
                 write_json(self.paths.folder / "usage.json", usage)
                 self._add_proxy_usage(usage)
             self.log(f"run ended: {status} (exit code {exit_code})")
+            self.close()
         return 0
+
+    def close(self) -> None:
+        """Close the log (run() does, at its end)."""
+        self._log.close()
 
     def _wait(self, proc: subprocess.Popen[bytes], child: int) -> int:
         """Until the sandbox exits, the timeout, or a stop; `child` is bwrap's first pid in
@@ -172,7 +187,7 @@ class Supervisor:
                 break
         return proc.wait()
 
-    def _status(self, exit_code: int) -> str:
+    def _status(self, exit_code: int | None) -> str:
         if self.stop_reason == "timeout":
             return "timeout"
         if self.stop_reason:
@@ -276,6 +291,11 @@ class Supervisor:
                 os.replace(tmp, protocol.RESULT_FILE, src_dir_fd=fd, dst_dir_fd=fd)
             finally:
                 os.close(fd)
+        except FileNotFoundError:  # the agent ended (or was stopped) before writing one
+            self.log(
+                f"no {'/'.join([*parts, protocol.RESULT_FILE])} on the data volume; "
+                "the proxy's usage is in usage.json"
+            )
         except (OSError, ValueError) as exc:
             self.log(f"result.json not updated with the proxy's usage: {exc}")
 
@@ -335,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     paths = RunPaths(Path(args[0]))
     supervisor = Supervisor(paths)
-    paths.pid.write_text(str(os.getpid()))
+    write_pid(paths, os.getpid())  # `up` wrote it already; this covers a manual start
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: supervisor.request_stop("stopped"))
     return supervisor.run()
