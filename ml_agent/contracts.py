@@ -20,7 +20,11 @@ from types import ModuleType
 from typing import Any, Protocol
 
 #: The repository files shipped into the sandbox (agent/, .claude/) and the shipped configs.
-ROOT = Path(__file__).resolve().parent.parent
+#: A built install (wheel, `pip install .`, pre-commit) has them under ml_agent/_bundle (see
+#: setup.py), laid out like the repo; an editable install reads the checkout itself.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_BUNDLE_DIR = _PACKAGE_DIR / "_bundle"
+ROOT = _BUNDLE_DIR if _BUNDLE_DIR.is_dir() else _PACKAGE_DIR.parent
 AGENT_DIR = ROOT / "agent"
 CLAUDE_DIR = ROOT / ".claude"
 CONFIGS_DIR = ROOT / "configs"

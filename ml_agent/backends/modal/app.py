@@ -40,7 +40,7 @@ SYNCER_TIMEOUT_S = 24 * 3600  # Modal's maximum; `up` respawns a syncer that sto
 FINALIZE_TIMEOUT_S = 300
 FUNCTION_NAMES = ("proxy", "syncer", "sync_now", "finalize_run")
 #: Parts of ml_agent the containers never import (a config/CLI edit must not redeploy).
-UNUSED_SOURCE = (("cli",), ("config",), ("backends", "local"))
+UNUSED_SOURCE = (("cli",), ("config",), ("backends", "local"), ("_bundle",))
 #: The syncer keeps going while a sandbox of its app may still appear or run.
 SYNCER_MIN_UPTIME_S = 600.0
 
