@@ -9,6 +9,7 @@ the upstream connections. Security model: README, section "The Anthropic proxy".
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -91,6 +92,7 @@ class AnthropicProxy:
         self._usage_inline = bool(getattr(usage, "nonblocking", False))
         self._totals: dict[str, dict[str, float]] = {}
         self._encodings = set(decoders()) | {"identity"}
+        self._urls: dict[tuple[str, bytes], httpx.URL] = {}
         # Our lean HTTP/1.1 wire unless told otherwise (wire.py says why). The transport is
         # called directly: the proxy needs none of httpx.AsyncClient's redirects, cookies,
         # auth or default headers. CA certificates are loaded only when they can matter.
@@ -220,10 +222,15 @@ class AnthropicProxy:
                        if e.split(";")[0].strip().lower() in self._encodings]
             if offered:
                 headers.append((b"accept-encoding", ",".join(offered).strip().encode()))
-        url = self.upstream + api_path
         query = scope.get("query_string", b"")
-        if query:
-            url += "?" + query.decode("latin-1")
+        url = self._urls.get((api_path, query))
+        if url is None:
+            # Parsing a URL is a good part of building an httpx request; the allowed paths
+            # are few and clients send the same query (?beta=true) every time.
+            url = httpx.URL(self.upstream + api_path
+                            + ("?" + query.decode("latin-1") if query else ""))
+            if len(self._urls) < 64:
+                self._urls[(api_path, query)] = url
         content = body if body or scope["method"] not in ("GET", "HEAD") else None
         return httpx.Request(scope["method"], url, headers=headers, content=content,
                              extensions={"timeout": self._timeouts})
@@ -234,18 +241,16 @@ class AnthropicProxy:
         metered = _Metered(run_id)
         started = time.monotonic()
         try:
-            async with anyio.create_task_group() as tg:
-                async def watch_disconnect() -> None:
-                    # The client going away cancels the exchange, which closes upstream.
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch_disconnect)
+            # The client going away cancels the exchange, which closes upstream. A plain
+            # task watching for it, not an anyio task group: same cancel scope semantics
+            # (shielded clean-up stays shielded) at a third of the CPU per request.
+            with anyio.CancelScope() as exchange:
+                watcher = asyncio.get_running_loop().create_task(
+                    _watch_disconnect(receive, exchange))
                 try:
                     await self._exchange(send, request, api_path, metered)
                 finally:
-                    tg.cancel_scope.cancel()
+                    watcher.cancel()
         finally:
             if not metered.recorded:
                 with anyio.CancelScope(shield=True):
@@ -288,8 +293,12 @@ class AnthropicProxy:
                         "headers": headers})
             last = b"\n\n"
             feed = metered.meter.feed if metered.meter is not None else None
+            # The transport's stream itself rather than response.aiter_raw(): one layer less
+            # on every read (nothing here needs aiter_raw's chunk sizing or byte count).
+            stream = response.stream
+            assert isinstance(stream, httpx.AsyncByteStream)
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in stream:
                     if feed is not None:
                         feed(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -336,6 +345,16 @@ class AnthropicProxy:
                 self._totals[run_id] = await anyio.to_thread.run_sync(sink.add, run_id, usage)
         except Exception:
             log.exception("could not record usage for run %s", run_id)
+
+
+async def _watch_disconnect(receive: Any, exchange: anyio.CancelScope) -> None:
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # the server's receive failing: nothing left to watch
+        log.debug("receive failed while watching for a disconnect", exc_info=True)
+        return
+    exchange.cancel()
 
 
 class _Metered:

@@ -201,8 +201,17 @@ def _framing(
     return "close", 0, False
 
 
+class _Silent(Exception):
+    """Set on a connection's reader by the read watchdog: no data within the read timeout."""
+
+
 class _Body(httpx.AsyncByteStream):
-    """The response body as it arrives: one bytes object per socket read."""
+    """The response body as it arrives: one bytes object per socket read.
+
+    The read timeout is a watchdog timer armed once and re-armed only when it fires, not
+    an `asyncio.timeout()` per read: that costs a timer set up and torn down on every
+    read, and an answer whose events arrive one by one is hundreds of reads.
+    """
 
     def __init__(self, transport: Http11Transport, origin: tuple[str, str, int], conn: _Conn,
                  framing: str, length: int, keep_alive: bool, timeout: float | None) -> None:
@@ -213,44 +222,80 @@ class _Body(httpx.AsyncByteStream):
         self._length = length
         self._keep_alive = keep_alive
         self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None  # when the pending read began (None: no read)
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def _read(self) -> bytes:
-        assert self._conn is not None
+        conn = self._conn
+        assert conn is not None
+        if self._timeout is not None:
+            self._since = self._loop.time()
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_at(self._since + self._timeout, self._check)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await self._conn.reader.read(READ_SIZE)
-        except TimeoutError:
+            return await conn.reader.read(READ_SIZE)
+        except _Silent:
             raise httpx.ReadTimeout("upstream went silent") from None
         except OSError as exc:
             raise httpx.ReadError(f"upstream read failed: {exc!r}") from None
+        finally:
+            self._since = None
+
+    def _check(self) -> None:
+        """The watchdog: fail the pending read once it has waited the whole timeout."""
+        self._watchdog = None
+        since, conn = self._since, self._conn
+        if since is None or conn is None or self._timeout is None:
+            return  # no read pending: the next one re-arms the watchdog
+        due = since + self._timeout
+        if self._loop.time() >= due:
+            conn.reader.set_exception(_Silent())
+        else:
+            self._watchdog = self._loop.call_at(due, self._check)
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _incomplete(self) -> httpx.RemoteProtocolError:
         return httpx.RemoteProtocolError(
             "peer closed connection without sending complete message body")
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # The generator itself, not one wrapped in another: each extra layer is paid again
+        # on every socket read.
         if self._conn is None:
             raise httpx.StreamClosed()
-        framing = self._framing
-        if framing == "length":
-            remaining = self._length
-            while remaining > 0:
-                data = await self._read()
-                if not data:
-                    raise self._incomplete()
-                if len(data) > remaining:
-                    raise httpx.RemoteProtocolError("upstream sent more than Content-Length")
-                remaining -= len(data)
-                yield data
-        elif framing == "close":
+        if self._framing == "chunked":
+            return self._chunked()
+        if self._framing == "length":
+            return self._sized()
+        return self._until_close()  # framing "close", or "none" (returns at once)
+
+    async def _sized(self) -> AsyncIterator[bytes]:
+        remaining = self._length
+        while remaining > 0:
+            data = await self._read()
+            if not data:
+                raise self._incomplete()
+            if len(data) > remaining:
+                raise httpx.RemoteProtocolError("upstream sent more than Content-Length")
+            remaining -= len(data)
+            yield data
+        self._finish()
+
+    async def _until_close(self) -> AsyncIterator[bytes]:
+        if self._framing == "close":
             while data := await self._read():
-                yield data
-        elif framing == "chunked":
-            async for data in self._chunked():
                 yield data
         self._finish()
 
     async def _chunked(self) -> AsyncIterator[bytes]:
+        # Per chunk, the common case (size line, payload and CRLF all in the buffer) is one
+        # find, one int() and one slice: an SSE answer is hundreds of chunks. A chunk split
+        # across reads falls back to the `remaining` / `crlf` states.
         buf = b""
         remaining = 0  # payload bytes left in the current chunk
         crlf = False  # a chunk's payload ended: its CRLF comes next
@@ -288,12 +333,24 @@ class _Body(httpx.AsyncByteStream):
                             raise httpx.RemoteProtocolError("data after the chunked body")
                         if out:
                             yield b"".join(out)
+                        self._finish()
                         return
                     continue
+                if not line.isalnum():  # chunk extensions or padding (isalnum: no sign, _)
+                    line = line.split(b";", 1)[0].strip()
+                    if not line.isalnum():
+                        raise httpx.RemoteProtocolError("malformed chunk size")
                 try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
+                    size = int(line, 16)
                 except ValueError:
                     raise httpx.RemoteProtocolError("malformed chunk size") from None
+                stop = pos + size
+                if size and stop + 2 <= end:  # the whole chunk is here
+                    if buf[stop : stop + 2] != b"\r\n":
+                        raise httpx.RemoteProtocolError("malformed chunked encoding")
+                    out.append(buf[pos:stop])
+                    pos = stop + 2
+                    continue
                 if size == 0:
                     trailers = True
                 remaining = size
@@ -306,6 +363,7 @@ class _Body(httpx.AsyncByteStream):
             buf = buf + data if buf else data
 
     def _finish(self) -> None:
+        self._disarm()
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -317,6 +375,7 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         """Before the end of the body: drop the connection (the upstream sees it close)."""
+        self._disarm()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.abort()

@@ -219,3 +219,41 @@ def test_the_claude_cli_works_through_the_proxy(make_proxy, tmp_path: Path):
     usage = proxied.usage.get("run-1")
     assert usage["requests"] == len(calls)
     assert usage["cost_usd"] == pytest.approx(result["total_cost_usd"], rel=1e-6)
+
+
+def test_the_app_runs_the_asgi_lifespan_and_closes_upstream_connections_at_shutdown():
+    import asyncio
+
+    from ml_agent.proxy import MemoryTokenStore, MemoryUsageSink, create_app
+    from tests.fakes.anthropic import FakeAnthropic
+    from tests.proxy.conftest import Clock, Proxied
+
+    with FakeAnthropic(keys={REAL_KEY}) as fake:
+        tokens, usage = MemoryTokenStore(), MemoryUsageSink()
+        app = create_app(upstream=fake.url, api_key=REAL_KEY, tokens=tokens, usage=usage)
+        token = Proxied(fake, "", tokens, usage, Clock()).token()
+        pool = app.state.proxy._wire._idle  # the transport's idle connections, per origin
+
+        async def main() -> list[str]:
+            sent: list[str] = []
+            # One request through the app, so that an upstream connection sits in the pool.
+            messages = [{"type": "http.request", "body": json.dumps(BODY).encode()}]
+
+            async def receive():
+                return messages.pop(0) if messages else await asyncio.Event().wait()
+
+            async def send(message):
+                sent.append(message["type"] + str(message.get("status", "")))
+
+            scope = {"type": "http", "method": "POST", "path": "/v1/messages",
+                     "raw_path": b"/v1/messages", "query_string": b"", "root_path": "",
+                     "headers": [(b"x-api-key", token.encode())], "client": ("127.0.0.1", 1)}
+            await app(scope, receive, send)
+            assert sent[0] == "http.response.start200", sent
+            assert sum(len(idle) for idle in pool.values()) == 1
+            lifespan = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+            await app({"type": "lifespan"}, lambda: asyncio.sleep(0, lifespan.pop(0)), send)
+            return sent[-2:]
+
+        assert asyncio.run(main()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert not pool

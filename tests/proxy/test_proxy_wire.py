@@ -240,3 +240,40 @@ def test_tls_upstreams_are_verified(self_signed, verify):
             listener.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+def test_an_upstream_that_goes_silent_mid_body_is_a_read_timeout(framing):
+    head = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
+            if framing == "chunked" else b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+
+    async def main():
+        server = Server([head])  # then nothing more, connection kept open
+        timeout = httpx.Timeout(5.0, read=0.3)
+        async with serving(server) as url, httpx.AsyncClient(
+                transport=Http11Transport(), timeout=timeout) as client:
+            pieces: list[bytes] = []
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(httpx.ReadTimeout):
+                async with client.stream("POST", url + "/v1/messages", content=b"{}") as r:
+                    async for piece in r.aiter_raw():
+                        pieces.append(piece)
+            assert b"".join(pieces) == b"hello"
+            assert 0.25 < loop.time() - started < 2.0
+
+    run(main())
+
+
+@pytest.mark.parametrize("size", [b"-5", b"+5", b"0_5", b""])
+def test_chunk_sizes_that_are_not_plain_hex_are_refused(size):
+    response = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + size
+                + b"\r\nhello\r\n0\r\n\r\n")
+
+    async def main():
+        async with serving(Server([response], close_after=1)) as url, httpx.AsyncClient(
+                transport=Http11Transport()) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await fetch(client, url)
+
+    run(main())
