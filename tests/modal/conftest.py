@@ -45,3 +45,30 @@ def fake_modal(tmp_path):
     """The fake control plane, with the SDK pointed at it (and nowhere else)."""
     with FakeModal() as fake, fake.environ(str(tmp_path / "missing-modal.toml")):
         yield fake
+
+
+#: The secrets the shipped configs name, as the fake control plane holds them.
+MODAL_SECRETS = {
+    "anthropic-secret": {"ANTHROPIC_API_KEY": "sk-ant-real"},
+    "github-secret": {"GITHUB_TOKEN": "gh"},
+    "hf-write": {"HF_TOKEN": "hf"},
+}
+
+
+@pytest.fixture
+def modal_with_secrets(fake_modal):
+    """The fake control plane holding every secret the shipped configs name."""
+    for name, env in MODAL_SECRETS.items():
+        fake_modal.add_secret(name, env)
+    return fake_modal
+
+
+@pytest.fixture
+def modal_run_end(modal_with_secrets, monkeypatch, tmp_path):
+    """...and running the app's real `finalize_run`, its data volume at a temp folder."""
+    from ml_agent.backends.modal import app as modal_app
+
+    monkeypatch.setenv("ML_AGENT_DATA_VOLUME", "sandbox-data")
+    monkeypatch.setenv("ML_AGENT_DATA_MOUNT", str(tmp_path / "data"))
+    modal_with_secrets.function_handlers["finalize_run"] = modal_app.finalize_run
+    return modal_with_secrets

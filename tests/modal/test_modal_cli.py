@@ -15,14 +15,8 @@ A10 = "configs/a10.yaml"
 
 
 @pytest.fixture
-def fake(fake_modal):
-    for name, env in {
-        "anthropic-secret": {"ANTHROPIC_API_KEY": "sk-ant-real"},
-        "github-secret": {"GITHUB_TOKEN": "gh"},
-        "hf-write": {"HF_TOKEN": "hf"},
-    }.items():
-        fake_modal.add_secret(name, env)
-    return fake_modal
+def fake(modal_with_secrets):
+    return modal_with_secrets
 
 
 def ml_agent(*args: str):

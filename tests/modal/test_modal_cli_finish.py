@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ml_agent.backends.modal import app as modal_app
 from ml_agent.backends.modal.stores import ModalUsageSink
 from ml_agent.cli.app import build_app
 from ml_agent.contracts import ROOT, protocol
@@ -26,20 +25,10 @@ SYNC_REPORT = {"space_id": "my-org/metrics", "projects": 1, "uploaded": ["p"], "
 
 
 @pytest.fixture
-def fake(fake_modal, monkeypatch, tmp_path):
-    for name, env in {
-        "anthropic-secret": {"ANTHROPIC_API_KEY": "sk-ant-real"},
-        "github-secret": {"GITHUB_TOKEN": "gh"},
-        "hf-write": {"HF_TOKEN": "hf"},
-    }.items():
-        fake_modal.add_secret(name, env)
-    # finalize_run's container: the data volume mounted at a temp folder.
-    monkeypatch.setenv("ML_AGENT_DATA_VOLUME", "sandbox-data")
-    monkeypatch.setenv("ML_AGENT_DATA_MOUNT", str(tmp_path / "data"))
-    fake_modal.function_handlers["finalize_run"] = modal_app.finalize_run
-    fake_modal.servicer.function_results["sync_now"] = SYNC_REPORT
+def fake(modal_run_end, monkeypatch):
+    modal_run_end.servicer.function_results["sync_now"] = SYNC_REPORT
     monkeypatch.chdir(ROOT)
-    return fake_modal
+    return modal_run_end
 
 
 def ml_agent(*args: str):

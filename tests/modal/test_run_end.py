@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from ml_agent.backends.modal import ModalBackend
-from ml_agent.backends.modal import app as modal_app
 from ml_agent.backends.modal.stores import ModalUsageSink
 from ml_agent.contracts import protocol
 from tests.modal.plans import config_plan
@@ -24,19 +23,9 @@ SYNC_REPORT = {"space_id": "my-org/metrics", "projects": 2, "uploaded": ["live"]
 
 
 @pytest.fixture
-def fake(fake_modal, monkeypatch, tmp_path):
-    for name, env in {
-        "anthropic-secret": {"ANTHROPIC_API_KEY": "sk-ant-real"},
-        "github-secret": {"GITHUB_TOKEN": "gh"},
-        "hf-write": {"HF_TOKEN": "hf"},
-    }.items():
-        fake_modal.add_secret(name, env)
-    # finalize_run's container: the data volume mounted where these say (a temp folder here).
-    monkeypatch.setenv("ML_AGENT_DATA_VOLUME", "sandbox-data")
-    monkeypatch.setenv("ML_AGENT_DATA_MOUNT", str(tmp_path / "data"))
-    fake_modal.function_handlers["finalize_run"] = modal_app.finalize_run
-    fake_modal.servicer.function_results["sync_now"] = SYNC_REPORT
-    return fake_modal
+def fake(modal_run_end):
+    modal_run_end.servicer.function_results["sync_now"] = SYNC_REPORT
+    return modal_run_end
 
 
 @pytest.fixture
