@@ -240,6 +240,11 @@ def attach(run: str = typer.Argument(..., help="Run id (or a unique prefix).")) 
     """Re-join a run's conversation: replays what happened, then follows it live.
 
     Ctrl-C stops the run, then runs a final metric sync; type /detach to leave it running.
+
+    Examples:
+
+        ml-agent attach 20261126-0315-a1b2c3
+        ml-agent attach 20261126-0315        # a unique prefix is enough
     """
     runner, run_id = _backend_for(run)
     raise typer.Exit(_converse(runner, run_id, one_shot=False))
@@ -335,7 +340,15 @@ def ps(
     as_json: bool = typer.Option(False, "--json", help="One JSON array of run records."),
     backend: str = typer.Option("all", "--backend", help="all | local | modal."),
 ) -> None:
-    """Live and finished runs, newest first: status, config, GPU, age, cost so far."""
+    """Live and finished runs, newest first: status, config, GPU, age, cost so far.
+
+    Local runs come from $ML_AGENT_HOME/runs, Modal runs from the app's run registry.
+
+    Examples:
+
+        ml-agent ps
+        ml-agent ps --backend local --json
+    """
     records = _all_records(backend)
     if as_json:
         sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
@@ -361,7 +374,15 @@ def logs(
     run: str = typer.Argument(..., help="Run id (or a unique prefix)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until it ends."),
 ) -> None:
-    """The run's raw output (the sandbox's stdout and stderr)."""
+    """The run's raw output (the sandbox's stdout and stderr).
+
+    The run token is redacted; everything else is printed as the sandbox wrote it.
+
+    Examples:
+
+        ml-agent logs 20261126-0315-a1b2c3
+        ml-agent logs 20261126-0315 -f      # follow until the run ends or Ctrl-C
+    """
     runner, run_id = _backend_for(run)
     renderer = _renderer(runner, run_id)
     try:
@@ -380,7 +401,15 @@ def stop(
     run: str = typer.Argument(None, help="Run id (or a unique prefix)."),
     all_runs: bool = typer.Option(False, "--all", help="Stop every live run."),
 ) -> None:
-    """Stop a run: the sandbox, then a final metric sync; idempotent."""
+    """Stop a run: the sandbox, then a final metric sync; idempotent.
+
+    The run token is revoked, and the proxy's usage lands in the run's result.json.
+
+    Examples:
+
+        ml-agent stop 20261126-0315-a1b2c3
+        ml-agent stop --all
+    """
     if all_runs == (run is not None):
         raise typer.BadParameter("give a RUN or --all")
     if run is not None:
@@ -398,7 +427,14 @@ def stop(
 
 
 def doctor() -> None:
-    """What the local backend and Modal each need, and what this machine has (no secrets)."""
+    """What the local backend and Modal each need, and what this machine has (no secrets).
+
+    Exits 0 when at least one backend is ready.
+
+    Example:
+
+        ml-agent doctor
+    """
     from rich.markup import escape
     from rich.table import Table
 
