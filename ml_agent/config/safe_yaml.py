@@ -62,6 +62,13 @@ class YamlProblem(Exception):
         self.diagnostic = diagnostic
 
 
+def _tag_refused(tag: str) -> str:
+    return (
+        f"tag '{_short_tag(tag)}' is not allowed; configs are plain YAML "
+        "(strings, numbers, booleans, null, lists and mappings)"
+    )
+
+
 def _short_tag(tag: str) -> str:
     return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
@@ -149,8 +156,7 @@ class _Composer:
         self.problem(
             self.loc(ev.start_mark),
             path,
-            f"tag '{_short_tag(tag)}' is not allowed; configs are plain YAML "
-            "(strings, numbers, booleans, null, lists and mappings)",
+            _tag_refused(tag),
         )
         return ev.value
 
@@ -247,8 +253,7 @@ class _Composer:
                         self.problem(
                             self.loc(ev.start_mark),
                             path,
-                            f"tag '{_short_tag(ev.tag)}' is not allowed; configs are plain YAML "
-                            "(strings, numbers, booleans, null, lists and mappings)",
+                            _tag_refused(ev.tag),
                         )
                     top = _Frame(cls is map_start, path, ev.anchor, start)
                     stack.append(top)
