@@ -4,7 +4,8 @@
     ├── ConfigError       one or more config problems (carries the diagnostics)
     ├── BackendError      a backend could not do what was asked (message says how to fix it)
     │   └── SandboxError  the local sandbox could not start or was refused by the kernel
-    └── RunNotFound       no run with that id in the registry
+    ├── RunNotFound       no run with that id in the registry
+    └── UnsafeFile        an agent-written file is a link, not a regular file, or too big
 
 Anything else is a bug and keeps its traceback. `ML_AGENT_DEBUG=1` shows tracebacks for
 these too.
@@ -37,3 +38,8 @@ class SandboxError(BackendError):
 
 class RunNotFound(MlAgentError):
     """No run with that id (or prefix) in the registry."""
+
+
+class UnsafeFile(MlAgentError):
+    """A file the sandbox could write was refused unread (a link, a FIFO, past a size cap);
+    see `ml_agent.fileio.read_untrusted`."""
