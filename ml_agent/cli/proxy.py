@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -64,7 +65,7 @@ class FileTokenStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._records: dict[str, dict[str, Any]] = {}
 
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -72,7 +73,8 @@ class FileTokenStore:
             stat = self.path.stat()
         except FileNotFoundError:
             return {}
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        # The inode too: a rewrite is a new file, maybe of the same size in the same tick.
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stamp != self._stamp:
             self._records = json.loads(self.path.read_text() or "{}")
             self._stamp = stamp
@@ -84,16 +86,24 @@ class FileTokenStore:
         return TokenRecord.from_dict(data) if data else None
 
     def put(self, token_hash: str, record: TokenRecord) -> None:
-        with self._lock:
-            records = dict(self._load())
-            records[token_hash] = record.to_dict()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(records, f, indent=1)
-            os.replace(tmp, self.path)
-            self._stamp = None
+        """Add a record. Other processes (`proxy token`, run at once) may add theirs: the
+        read-modify-write holds an flock on `<file>.lock`, and the file is replaced
+        atomically, so a serving proxy never reads half of it."""
+        from ml_agent.fileio import atomic_write_json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(self.path.with_name(self.path.name + ".lock"),
+                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            with self._lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._stamp = None  # re-read under the lock
+                records = dict(self._load())
+                records[token_hash] = record.to_dict()
+                atomic_write_json(self.path, records, mode=0o600, indent=1)
+                self._stamp = None
+        finally:
+            os.close(lock)  # releases the flock
 
 
 def mint(store: Any, run_id: str | None, ttl: float, budget: float | None) -> str:

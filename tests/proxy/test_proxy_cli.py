@@ -106,3 +106,44 @@ def test_serve_without_a_key_says_where_to_put_it():
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "ANTHROPIC_API_KEY" in err and "--key-env" in err
+
+
+def mint_concurrently(tokens: Path, n: int) -> list[str]:
+    """`n` `ml-agent proxy token` processes at once; their tokens."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+           "PYTHONPATH": str(ROOT)}
+    code = "import sys; from ml_agent.cli import main; sys.exit(main())"
+    procs = [subprocess.Popen([sys.executable, "-c", code, "proxy", "token", "--run-id", f"r{i}",
+                               "--tokens-file", str(tokens)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(n)]
+    minted = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        minted.append(out.strip())
+    return minted
+
+
+def test_concurrent_token_mints_all_land_and_the_proxy_keeps_working(tmp_path, capsys):
+    # Unlocked, 8 writers lost tokens and left a torn file: the serving proxy answered 500.
+    tokens = tmp_path / "tokens.json"
+    port = free_port()
+    with FakeAnthropic(keys={REAL_KEY}) as fake:
+        main(["proxy", "token", "--run-id", "r0", "--tokens-file", str(tokens)])
+        minted = [capsys.readouterr().out.strip()]
+        proc = start_serve(["--upstream", fake.url, "--port", str(port),
+                            "--tokens-file", str(tokens)])
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, proc)
+            for _ in range(3):
+                minted += mint_concurrently(tokens, 8)
+                assert set(json.loads(tokens.read_text())) == {hash_token(t) for t in minted}
+            for token in minted:
+                response = httpx.post(url + "/v1/messages", json={"model": "m", "messages": []},
+                                      headers={"x-api-key": token})
+                assert response.status_code == 200, response.text
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
+    assert sorted(os.listdir(tmp_path)) == ["tokens.json", "tokens.json.lock"]
