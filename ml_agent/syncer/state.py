@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ml_agent.fileio import atomic_write_json
 from ml_agent.syncer.scan import Signature
 
 
@@ -71,7 +70,4 @@ class JsonFileState(MemoryState):
             for name, rec in self._records.items()
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, data, mode=0o600, indent=None)

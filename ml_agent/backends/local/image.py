@@ -15,6 +15,7 @@ could change nothing but the virtualenv anyway. Use pip layers, or the Modal bac
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from ml_agent.backends.local.sandbox import VENV_DEST
 from ml_agent.errors import SandboxError
+from ml_agent.fileio import atomic_write_json
 from ml_agent.plan import AptLayer, PipLayer, Plan, RunLayer
 
 #: Bump when the venv layout changes, so old caches are not reused.
@@ -148,6 +150,7 @@ def ensure_venv(
             if final.exists():  # incomplete leftover without the marker
                 shutil.rmtree(final)
             os.rename(tmp, final)
+            _fsync_dir(root)  # the rename itself survives a crash
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -194,8 +197,28 @@ def _build(plan: Plan, tmp: Path, progress: Progress, seed_from_host: bool) -> N
         "build_seconds": round(time.monotonic() - start, 1),
         "built_at": time.time(),
     }
-    # Written last: its presence is what makes the folder a complete, reusable env.
-    (tmp / COMPLETE_FILE).write_text(json.dumps(info, indent=2))
+    # Written last: its presence is what makes the folder a complete, reusable env, so the
+    # env's files reach the disk first (a crash must not leave a marker over torn files).
+    _syncfs(tmp)
+    atomic_write_json(tmp / COMPLETE_FILE, info, mode=0o644)
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the filesystem holding `path` (one syncfs(2), not an fsync per file of a venv)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _run(cmd: list[str], progress: Progress, what: str) -> None:

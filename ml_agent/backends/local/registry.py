@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ml_agent.contracts import RUN_ID_RE, RunRecord, ml_agent_home
 from ml_agent.errors import RunNotFound
+from ml_agent.fileio import atomic_write_json
 
 FINAL = frozenset({"succeeded", "failed", "stopped", "timeout"})
 
@@ -56,12 +56,8 @@ class RunPaths:
 
 
 def write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
-    """Atomic: readers see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-    os.replace(tmp, path)
+    """Atomic (`fileio.atomic_write_json`): readers see the old or the new file, never half."""
+    atomic_write_json(path, data, mode=mode, default=str)
 
 
 def read_record(paths: RunPaths) -> RunRecord:
