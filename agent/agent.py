@@ -308,7 +308,8 @@ class Records:
             "status": totals.status,
             "started_at": self.started_at,
             "ended_at": _now_iso() if final else None,
-            "cost_usd": totals.cost_usd,
+            "cost_usd": None,  # the launcher fills it in from the proxy's metering
+            "agent_cost_usd": totals.cost_usd,
             "usage": totals.usage,
             "proxy_usage": None,  # the launcher fills it in from the proxy's metering
             "turns": totals.turns,
@@ -320,7 +321,10 @@ class Records:
         assert tuple(result) == protocol.RESULT_KEYS
         path = self.settings.run_dir / protocol.RESULT_FILE
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(result, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename below must not outlive the bytes in a crash
         os.replace(tmp, path)  # a reader never sees half a file
 
     def _pip_freeze(self, status: str) -> list[str] | None:

@@ -59,7 +59,8 @@ RESULT_KEYS: Final = (
     "status",
     "started_at",
     "ended_at",
-    "cost_usd",  # the agent's view (the SDK's total_cost_usd)
+    "cost_usd",  # the run's cost: the proxy's metering, filled in by the launcher at the end
+    "agent_cost_usd",  # what the agent says it spent (the SDK's total_cost_usd): a 2nd opinion
     "usage",  # the agent's view of token usage
     "proxy_usage",  # the proxy's metered view, filled in by the launcher when it has it
     "turns",

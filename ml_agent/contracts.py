@@ -124,8 +124,9 @@ class RunRecord:
     ended_at: float | None = None
     sandbox_id: str | None = None
     run_dir: str | None = None
-    cost_usd: float | None = None
+    cost_usd: float | None = None  # the proxy's metering (so far, while the run lives)
     exit_code: int | None = None
+    agent_cost_usd: float | None = None  # what the agent says it spent: a second opinion
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

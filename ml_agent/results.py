@@ -1,75 +1,67 @@
-"""The launcher's part of a run's result.json: the proxy's usage, merged in when the run ends.
+"""The launcher's part of a run's result.json: the proxy's metering, merged in at the end.
 
-The agent writes `<data mount>/runs/<run id>/result.json` with `proxy_usage: null` (it never
-sees the proxy's meter). `finalize_run` (app.py) calls `merge_proxy_usage` in a container
-that mounts the data volume. The run folder is the agent's to write, so every component is
-opened without following links and the file is replaced through its folder's descriptor: a
-planted symlink cannot make this write anywhere else.
+The agent writes `<data mount>/runs/<run id>/result.json` with `cost_usd` and `proxy_usage`
+null (it never sees the proxy's meter) and its own figure as `agent_cost_usd`. Both
+backends call `merge_proxy_usage` once the sandbox has ended: the local supervisor on the
+host, Modal's `finalize_run` in a container that mounts the data volume. The run folder is
+the agent's to write, so the folders are walked without following links, the file is read
+through `fileio.read_untrusted` (no FIFO hang, no link, a size cap) and replaced through its
+folder's descriptor: nothing planted there can make this read or write anywhere else.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ml_agent.contracts import RUN_ID_RE, protocol
+from ml_agent.fileio import atomic_write_json, open_dir, read_untrusted
 
 #: A result.json bigger than this is not the agent's (pip freeze included, it is a few KiB).
 MAX_RESULT_BYTES = 4 * 1024 * 1024
 #: Statuses the agent writes while it still runs; the launcher's status replaces them.
 UNFINISHED = ("starting", "running")
+#: What `merge_proxy_usage` returns when it wrote the file.
+WRITTEN = "proxy usage written"
 
 
 def merge_proxy_usage(
     data_root: Path, run_id: str, usage: dict[str, float], *, status: str | None = None,
     ended_at: str | None = None,
 ) -> str:
-    """Set `proxy_usage` in the run's result.json; returns what happened, in a few words.
+    """Put the proxy's usage (and its `cost_usd`, the run's cost) into the run's
+    result.json; returns what happened, in a few words (`WRITTEN` when it wrote).
 
     `status`/`ended_at` (the launcher's view) replace the agent's only when the agent never
-    wrote a final one (a stopped sandbox ends without its last write). Raises OSError or
-    ValueError when the file cannot be read or written safely.
+    wrote a final one (a stopped sandbox ends without its last write). Idempotent. Raises
+    UnsafeFile (a link, a FIFO, too big), OSError or ValueError (not a JSON object) when
+    the file cannot be read or written safely.
     """
     if not RUN_ID_RE.match(run_id):
         raise ValueError(f"not a run id: {run_id!r}")
-    fd = os.open(data_root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for part in ("runs", run_id):
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                return "no run folder"
-            os.close(fd)
-            fd = nxt
+        fd = open_dir(data_root, "runs", run_id)
+    except FileNotFoundError:
+        return "no run folder"
+    try:
         try:
-            src = os.open(protocol.RESULT_FILE, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+            raw = read_untrusted(protocol.RESULT_FILE, cap=MAX_RESULT_BYTES, dir_fd=fd)
         except FileNotFoundError:
             return "no result.json"
-        with os.fdopen(src, "rb") as fh:
-            raw = fh.read(MAX_RESULT_BYTES + 1)
-        if len(raw) > MAX_RESULT_BYTES:
-            raise ValueError(f"result.json is larger than {MAX_RESULT_BYTES} bytes")
         result: Any = json.loads(raw)
         if not isinstance(result, dict):
             raise ValueError("result.json is not a JSON object")
+        if "agent_cost_usd" not in result:  # written by an agent.py older than the key
+            result["agent_cost_usd"] = result.get("cost_usd")
+        result["cost_usd"] = usage.get("cost_usd")
         result["proxy_usage"] = dict(usage)
         if status and result.get("status") in (None, *UNFINISHED):
             result["status"] = status
             if ended_at and not result.get("ended_at"):
                 result["ended_at"] = ended_at
-        tmp = f".{protocol.RESULT_FILE}.{os.getpid()}.tmp"
-        # Whatever is there (a leftover, a planted link or FIFO) goes, not its target.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=fd)
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                      dir_fd=fd)
-        with os.fdopen(out, "w") as fh:
-            json.dump(result, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, protocol.RESULT_FILE, src_dir_fd=fd, dst_dir_fd=fd)
-        return "proxy usage written"
+        atomic_write_json(protocol.RESULT_FILE, result, mode=0o644, dir_fd=fd)
+        return WRITTEN
     finally:
         os.close(fd)

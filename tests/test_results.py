@@ -1,14 +1,20 @@
-"""merge_proxy_usage: the proxy's usage into the agent's result.json, never through a link."""
+"""merge_proxy_usage (both backends): the proxy's usage and cost into the agent's result.json,
+never through a link, never blocked by a FIFO, never reading a huge file."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from ml_agent.backends.modal.results import merge_proxy_usage
+from ml_agent.errors import UnsafeFile
+from ml_agent.results import merge_proxy_usage
 
 RUN = "20261126-0315-a1b2c3"
 USAGE = {"input_tokens": 10.0, "output_tokens": 2.0, "requests": 1.0, "cost_usd": 0.01}
@@ -29,7 +35,8 @@ def test_usage_is_merged_and_a_final_status_is_kept(tmp_path):
                              ended_at="2026-11-26T04:00:00Z") == "proxy usage written"
     result = json.loads((folder / "result.json").read_text())
     assert result == {"run_id": RUN, "status": "succeeded", "proxy_usage": USAGE,
-                      "ended_at": "2026-11-26T03:20:00Z", "turns": 3}
+                      "ended_at": "2026-11-26T03:20:00Z", "turns": 3, "cost_usd": 0.01,
+                      "agent_cost_usd": None}
     assert sorted(os.listdir(folder)) == ["result.json"]  # no temp file left behind
 
 
@@ -53,24 +60,78 @@ def test_links_planted_by_the_sandbox_are_not_followed(tmp_path):
     data = tmp_path / "data"
     (data / "runs").mkdir(parents=True)
     (data / "runs" / RUN).symlink_to(outside)
-    with pytest.raises(OSError):
+    with pytest.raises(UnsafeFile, match="link"):
         merge_proxy_usage(data, RUN, USAGE)
     (data / "runs" / RUN).unlink()
     folder = run_folder(data)
     (folder / "result.json").symlink_to(outside / "result.json")
-    with pytest.raises(OSError):
+    with pytest.raises(UnsafeFile, match="symbolic link"):
         merge_proxy_usage(data, RUN, USAGE)
     assert json.loads((outside / "result.json").read_text()) == {"status": "running"}
 
 
-def test_a_planted_temp_link_is_replaced_not_followed(tmp_path):
-    target = tmp_path / "target"
-    target.write_text("untouched")
-    folder = run_folder(tmp_path / "data", {"status": "succeeded"})
-    (folder / f".result.json.{os.getpid()}.tmp").symlink_to(target)
-    merge_proxy_usage(tmp_path / "data", RUN, USAGE)
-    assert target.read_text() == "untouched"
-    assert json.loads((folder / "result.json").read_text())["proxy_usage"] == USAGE
+def test_the_agents_cost_is_kept_beside_the_proxys_and_a_second_merge_changes_nothing(tmp_path):
+    # An agent that says it spent nothing does not make the run cost nothing.
+    folder = run_folder(tmp_path, {"status": "succeeded", "cost_usd": None,
+                                   "agent_cost_usd": 0.0, "proxy_usage": None})
+    merge_proxy_usage(tmp_path, RUN, USAGE)
+    merge_proxy_usage(tmp_path, RUN, USAGE)
+    result = json.loads((folder / "result.json").read_text())
+    assert (result["cost_usd"], result["agent_cost_usd"]) == (0.01, 0.0)
+    # result.json from an older agent: its cost_usd was its own figure
+    (folder / "result.json").write_text(json.dumps({"status": "succeeded", "cost_usd": 0.5}))
+    merge_proxy_usage(tmp_path, RUN, USAGE)
+    merge_proxy_usage(tmp_path, RUN, USAGE)
+    result = json.loads((folder / "result.json").read_text())
+    assert (result["cost_usd"], result["agent_cost_usd"]) == (0.01, 0.5)
+
+
+def test_a_fifo_planted_as_result_json_does_not_block(tmp_path):
+    folder = run_folder(tmp_path)
+    os.mkfifo(folder / "result.json")
+    outcome: list[BaseException] = []
+
+    def merge() -> None:
+        try:
+            merge_proxy_usage(tmp_path, RUN, USAGE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=merge, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        os.close(os.open(folder / "result.json", os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("merge_proxy_usage blocked on a FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], UnsafeFile)
+    assert stat.S_ISFIFO(os.lstat(folder / "result.json").st_mode)  # left as it was
+
+
+#: A 2 GiB sparse result.json: refused; prints how much peak memory grew (KiB).
+SPARSE = """
+import resource, sys
+from pathlib import Path
+from ml_agent.errors import UnsafeFile
+from ml_agent.results import merge_proxy_usage
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    merge_proxy_usage(Path(sys.argv[1]), sys.argv[2], {"cost_usd": 1.0})
+except UnsafeFile as exc:
+    print(exc, file=sys.stderr)
+else:
+    sys.exit("not refused")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_sparse_2_gib_result_json_is_refused_without_reading_it(tmp_path):
+    folder = run_folder(tmp_path)
+    with open(folder / "result.json", "wb") as fh:
+        fh.truncate(2 << 30)
+    out = subprocess.run([sys.executable, "-c", SPARSE, str(tmp_path), RUN],
+                         capture_output=True, text=True, check=True)
+    assert "result.json is 2147483648 bytes, over the" in out.stderr
+    assert int(out.stdout) < 8 * 1024  # KiB
 
 
 @pytest.mark.parametrize(
@@ -78,10 +139,10 @@ def test_a_planted_temp_link_is_replaced_not_followed(tmp_path):
     [
         ("../../etc", {"status": "running"}, "not a run id"),
         (RUN, ["not", "an", "object"], "not a JSON object"),
-        (RUN, "x" * (5 * 1024 * 1024), "larger than"),
+        (RUN, "x" * (5 * 1024 * 1024), "over the 4194304 byte limit"),
     ],
 )
 def test_bad_input_is_refused(tmp_path, run_id, content, match):
     run_folder(tmp_path, content)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, UnsafeFile), match=match):
         merge_proxy_usage(tmp_path, run_id, USAGE)

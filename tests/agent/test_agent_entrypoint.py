@@ -60,6 +60,8 @@ def test_one_shot_runs_the_tool_and_writes_the_records(tmp_path, gateway, start_
     assert result["run_id"] == RUN_ID and result["status"] == "succeeded"
     assert result["session_id"] == final["session_id"] and result["turns"] == 2
     assert result["config_hash"] == "cafe0123" and result["proxy_usage"] is None
+    # The run's cost is the proxy's, filled in by the launcher; the agent's is labelled.
+    assert result["cost_usd"] is None and result["agent_cost_usd"] == final["cost_usd"]
     assert result["started_at"] <= result["ended_at"]
     assert any(line.startswith("claude-agent-sdk==") for line in result["pip_freeze"])
     assert [line for line in transcript if "seq" in line] == events

@@ -35,12 +35,15 @@ from ml_agent.backends.local.registry import (
 )
 from ml_agent.backends.local.sandbox import HostLayout, agent_command, build_argv, sandbox_env
 from ml_agent.contracts import TokenRecord, hash_token, protocol
+from ml_agent.errors import UnsafeFile
 from ml_agent.plan import Plan, launch_env
 
 #: After asking the agent to stop: its own grace (agent.py STOP_GRACE_S) plus a margin.
 STOP_GRACE_S = 8.0
 #: The final metric sync may upload; it is bounded so a stop always ends.
 FINAL_SYNC_TIMEOUT_S = 300.0
+#: How often run.json gets the proxy's cost so far (what `ps` shows for a live run).
+METER_EVERY_S = 1.0
 
 
 class Supervisor:
@@ -56,10 +59,11 @@ class Supervisor:
         self._stop = threading.Event()
         self._log = open(paths.log, "a", buffering=1)  # noqa: SIM115 - lives as long as we do
         self.result_event: dict[str, Any] | None = None
-        self.cost_usd: float | None = None
+        self.agent_cost_usd: float | None = None  # what the agent says; `ps` shows it beside
         self.timings: dict[str, float] = {"supervisor": time.time()}  # timing.json (bench)
         self.record = read_record(paths)
         self._record_lock = threading.Lock()
+        self._metered = threading.Event()  # set at the end: the meter thread stops
 
     def log(self, message: str) -> None:
         self._log.write(f"{time.strftime('%H:%M:%S')} {message}\n")
@@ -141,6 +145,7 @@ class Supervisor:
                 if not syncer.stop(FINAL_SYNC_TIMEOUT_S):
                     self.log("warning: the final metric sync did not finish in time")
             usage = self._usage()
+            self._metered.set()
             if proxy is not None:
                 proxy.stop()
             if fifo is not None:
@@ -153,11 +158,12 @@ class Supervisor:
                 status=status,
                 exit_code=exit_code,
                 ended_at=time.time(),
-                cost_usd=self.cost_usd if self.cost_usd is not None else usage.get("cost_usd"),
+                cost_usd=usage.get("cost_usd"),  # the proxy's metering, never the agent's
+                agent_cost_usd=self.agent_cost_usd,
             )
             if usage:
                 write_json(self.paths.folder / "usage.json", usage)
-                self._add_proxy_usage(usage)
+                self._add_proxy_usage(usage, status, self.record.ended_at)
             self.log(f"run ended: {status} (exit code {exit_code})")
             self.close()
         return 0
@@ -209,8 +215,8 @@ class Supervisor:
                 events.write(raw if raw.endswith(b"\n") else raw + b"\n")
                 events.flush()
                 if isinstance(event.get("cost_usd"), int | float):
-                    self.cost_usd = float(event["cost_usd"])
-                    self.save(cost_usd=self.cost_usd)  # `ps` shows the cost so far
+                    self.agent_cost_usd = float(event["cost_usd"])
+                    self.save(agent_cost_usd=self.agent_cost_usd)
                 if event["type"] == protocol.RESULT:
                     self.result_event = event
 
@@ -228,11 +234,22 @@ class Supervisor:
             ),
         )
         self.proxy = proxy
+        threading.Thread(target=self._meter, daemon=True).start()
         return proxy
 
     def _usage(self) -> dict[str, float]:
         proxy = getattr(self, "proxy", None)
         return dict(proxy.usage.get(self.paths.run_id)) if proxy is not None else {}
+
+    def _meter(self) -> None:
+        """`ps` shows the cost so far: the proxy's meter, copied into run.json when it moves
+        (a dict read per second; the proxy's own path stays free of file writes)."""
+        shown = None
+        while not self._metered.wait(METER_EVERY_S):
+            cost = self._usage().get("cost_usd")
+            if cost is not None and cost != shown:
+                self.save(cost_usd=cost)
+                shown = cost
 
     def _start_syncer(self) -> Any:
         plan = self.plan.syncer
@@ -261,43 +278,23 @@ class Supervisor:
         self.log(f"syncer started (every {settings.interval_s:g} s)")
         return SyncerThread(syncer, settings.interval_s, log=self.log).start()
 
-    def _add_proxy_usage(self, usage: dict[str, float]) -> None:
-        """Add the proxy's metered usage to result.json on the data volume, if it is there.
+    def _add_proxy_usage(self, usage: dict[str, float], status: str | None = None,
+                         ended_at: float | None = None) -> None:
+        """The proxy's usage and cost into result.json on the data volume (`ml_agent.results`,
+        shared with Modal: no link followed, no FIFO waited on, a size cap)."""
+        from ml_agent.results import WRITTEN, merge_proxy_usage
 
-        The folder is the agent's to write: open every component without following links
-        and replace the file through its folder's descriptor, so a planted symlink cannot
-        make this process write anywhere else.
-        """
         data = self.plan.data_volume
-        parts = ["runs", self.paths.run_id]
+        where = f"runs/{self.paths.run_id}/{protocol.RESULT_FILE}"
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended_at)) if ended_at else None
         try:
-            fd = os.open(self.host.volumes[data.key], os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                for part in parts:
-                    nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                    os.close(fd)
-                    fd = nxt
-                src = os.open(protocol.RESULT_FILE, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-                with os.fdopen(src) as fh:
-                    result = json.load(fh)
-                if not isinstance(result, dict):
-                    return
-                result["proxy_usage"] = usage
-                tmp = f".{protocol.RESULT_FILE}.{os.getpid()}.tmp"
-                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                              dir_fd=fd)
-                with os.fdopen(out, "w") as fh:
-                    json.dump(result, fh, indent=2)
-                os.replace(tmp, protocol.RESULT_FILE, src_dir_fd=fd, dst_dir_fd=fd)
-            finally:
-                os.close(fd)
-        except FileNotFoundError:  # the agent ended (or was stopped) before writing one
-            self.log(
-                f"no {'/'.join([*parts, protocol.RESULT_FILE])} on the data volume; "
-                "the proxy's usage is in usage.json"
-            )
-        except (OSError, ValueError) as exc:
+            outcome = merge_proxy_usage(Path(self.host.volumes[data.key]), self.paths.run_id,
+                                        usage, status=status, ended_at=when)
+        except (OSError, ValueError, UnsafeFile) as exc:
             self.log(f"result.json not updated with the proxy's usage: {exc}")
+            return
+        if outcome != WRITTEN:  # the agent ended (or was stopped) before writing one
+            self.log(f"no {where} on the data volume; the proxy's usage is in usage.json")
 
 
 def _sandbox_child(status_fd: int, timeout: float = 60.0) -> int | None:

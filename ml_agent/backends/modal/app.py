@@ -260,7 +260,7 @@ def finalize_run(
     """
     import modal
 
-    from ml_agent.backends.modal.results import merge_proxy_usage
+    from ml_agent.results import merge_proxy_usage
 
     volume = modal.Volume.from_name(os.environ["ML_AGENT_DATA_VOLUME"])
     volume.reload()  # the sandbox's last commit
