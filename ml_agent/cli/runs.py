@@ -342,6 +342,8 @@ def ps(
 ) -> None:
     """Live and finished runs, newest first: status, config, GPU, age, cost so far.
 
+    COST is what the proxy metered (the agent's own figure shows beside it when it differs).
+
     Local runs come from $ML_AGENT_HOME/runs, Modal runs from the app's run registry.
 
     Examples:
@@ -361,13 +363,27 @@ def ps(
         table.add_column(column)
     now = time.time()
     for r in records:
-        cost = "-" if r.cost_usd is None else f"${r.cost_usd:.{2 if r.cost_usd >= 0.01 else 4}f}"
+        cost = _cost(r)
         table.add_row(r.run_id, r.status, r.backend, escape(r.config), r.gpu or "-",
                       _age(now - r.created_at), cost)
     if not records:
         _err().print("no runs yet: `ml-agent up` starts one")
         return
     _console().print(table)
+
+
+def _cost(record: RunRecord) -> str:
+    """COST: the proxy's metering (so far, for a live run); the agent's own figure beside
+    it, labelled, when it says something else (an agent can print any number)."""
+
+    def usd(x: float) -> str:
+        return f"${x:.{2 if x >= 0.01 else 4}f}"
+
+    shown = "-" if record.cost_usd is None else usd(record.cost_usd)
+    said = record.agent_cost_usd
+    if said is not None and shown != usd(said):
+        shown += f" (agent says {usd(said)})"
+    return shown
 
 
 def logs(

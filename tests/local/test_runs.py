@@ -3,6 +3,7 @@ up, events, send, ps, the timeout, and stop leaving no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -182,3 +183,53 @@ def test_a_planted_symlink_never_makes_the_supervisor_write_through_it(backend, 
     assert victim.read_text() == '{"untouched": true}'
     log = (backend.home / "runs" / plan.launch.run_id / "supervisor.log").read_text()
     assert "result.json not updated" in log
+
+
+#: A stand-in agent that makes one model request per message through the proxy, then
+#: claims it spent nothing (in its events and in result.json).
+THRIFTY = """
+import json, os, sys, time, urllib.request
+env = os.environ
+run_dir = env["ML_AGENT_RUN_DIR"]
+os.makedirs(run_dir, exist_ok=True)
+print(json.dumps({"type": "ready", "seq": 1, "ts": time.time()}), flush=True)
+seq = 1
+for line in sys.stdin:
+    body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 10,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = urllib.request.Request(env["ANTHROPIC_BASE_URL"] + "/v1/messages", data=body,
+        headers={"x-api-key": env["ANTHROPIC_API_KEY"], "content-type": "application/json",
+                 "anthropic-version": "2023-06-01"})
+    urllib.request.urlopen(request).read()
+    seq += 1
+    print(json.dumps({"type": "turn_end", "seq": seq, "ts": time.time(), "status": "succeeded",
+                      "cost_usd": 0.0, "turns": 1, "duration_s": 0.1}), flush=True)
+    with open(os.path.join(run_dir, "result.json"), "w") as fh:
+        json.dump({"run_id": env["ML_AGENT_RUN_ID"], "status": "running", "cost_usd": None,
+                   "agent_cost_usd": 0.0, "proxy_usage": None}, fh)
+"""
+
+
+def test_cost_is_the_proxys_meter_live_and_at_the_end_not_what_the_agent_says(backend):
+    from tests.fakes.anthropic import FakeAnthropic
+
+    with FakeAnthropic(keys={"sk-ant-upstream"}) as fake:
+        plan = seeded_plan(backend.home, THRIFTY)
+        proxy = plan.proxy.model_copy(update={"upstream": fake.url, "secret": "fake-upstream"})
+        plan = plan.model_copy(update={"proxy": proxy})
+        (backend.home / "secrets").mkdir()
+        (backend.home / "secrets" / "fake-upstream.env").write_text(
+            "ANTHROPIC_API_KEY=sk-ant-upstream\n")
+        run_id = plan.launch.run_id
+        backend.up(plan, task=None, detach=True)
+        backend.send(run_id, protocol.encode_input(protocol.IN_USER, text="go"))
+        # While it runs: the cost so far, from the proxy's meter (the agent says 0).
+        live = _wait_for(lambda: next((r for r in backend.ps() if r.cost_usd and
+                                       r.agent_cost_usd is not None), None))
+        assert live.status == "running" and live.cost_usd > 0 and live.agent_cost_usd == 0.0
+        record = backend.stop(run_id)
+    assert record.cost_usd == live.cost_usd and record.agent_cost_usd == 0.0
+    data = backend.home / "volumes" / plan.data_volume.name
+    result = json.loads((data / "runs" / run_id / "result.json").read_text())
+    assert result["cost_usd"] == record.cost_usd and result["agent_cost_usd"] == 0.0
+    assert result["proxy_usage"]["requests"] == 1 and result["status"] == "stopped"

@@ -3,8 +3,11 @@ a stop that arrives before the sandbox started, and a run that ends without resu
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +78,68 @@ def test_a_run_without_result_json_says_so_plainly(home):
     log = paths.log.read_text()
     assert f"no runs/{plan.launch.run_id}/result.json on the data volume" in log
     assert "No such file" not in log and "not updated" not in log
+
+
+def _result_json(supervisor: Supervisor) -> Path:
+    data = supervisor.host.volumes[supervisor.plan.data_volume.key]
+    folder = Path(data) / "runs" / supervisor.paths.run_id
+    folder.mkdir(parents=True)
+    return folder / "result.json"
+
+
+def _merge_bounded(supervisor: Supervisor, unblock: Path) -> None:
+    worker = threading.Thread(target=supervisor._add_proxy_usage, args=({"cost_usd": 0.5},),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # a writer opens the FIFO, so that the thread ends; then fail
+        os.close(os.open(unblock, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("the supervisor blocked on a planted FIFO")
+    supervisor.close()
+
+
+def test_a_fifo_planted_as_result_json_does_not_block_the_supervisor(home):
+    supervisor = Supervisor(LocalBackend(home).prepare(seeded_plan(home, AGENT), None))
+    result = _result_json(supervisor)
+    os.mkfifo(result)
+    _merge_bounded(supervisor, result)
+    assert "result.json not updated with the proxy's usage: result.json is not a regular " \
+        "file" in supervisor.paths.log.read_text()
+
+
+def test_a_symlink_planted_as_result_json_is_not_followed(home, tmp_path):
+    supervisor = Supervisor(LocalBackend(home).prepare(seeded_plan(home, AGENT), None))
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"status": "running"}')
+    _result_json(supervisor).symlink_to(victim)
+    _merge_bounded(supervisor, victim)
+    assert victim.read_text() == '{"status": "running"}'
+    assert "result.json is a symbolic link; not followed" in supervisor.paths.log.read_text()
+
+
+#: The supervisor meets a 2 GiB sparse result.json; prints how much its peak memory grew (KiB).
+SPARSE = """
+import resource, sys
+from pathlib import Path
+from ml_agent.backends.local import registry
+from ml_agent.backends.local.supervisor import Supervisor
+supervisor = Supervisor(registry.RunPaths(Path(sys.argv[1])))
+with open(sys.argv[2], "wb") as fh:
+    fh.truncate(2 << 30)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+supervisor._add_proxy_usage({"cost_usd": 0.5})
+supervisor.close()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_sparse_2_gib_result_json_is_refused_unread(home):
+    # It used to be json.load-ed whole: 4 GiB of the supervisor's memory.
+    supervisor = Supervisor(LocalBackend(home).prepare(seeded_plan(home, AGENT), None))
+    result = _result_json(supervisor)
+    supervisor.close()
+    out = subprocess.run([sys.executable, "-c", SPARSE, str(supervisor.paths.folder),
+                          str(result)], capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 8 * 1024  # KiB
+    assert "result.json is 2147483648 bytes, over the 4194304 byte limit" \
+        in supervisor.paths.log.read_text()
