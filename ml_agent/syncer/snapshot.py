@@ -39,6 +39,9 @@ _OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 MAX_MEDIA_BYTES = 2 << 30
 MAX_MEDIA_ENTRIES = 100_000
 MAX_MEDIA_DEPTH = 16
+#: A project's database (.db plus -wal, apparent sizes) copied at most per snapshot. A sparse
+#: -wal of 12 KB on disk made every snapshot write its 6 GiB apparent size to the host.
+MAX_DB_BYTES = 1 << 30
 _CHUNK = 1 << 20
 
 
@@ -48,6 +51,10 @@ class SnapshotError(Exception):
 
 class SnapshotBusy(SnapshotError):
     """A writer got in the way of a consistent copy: try again next cycle, no backoff."""
+
+
+class SnapshotTooBig(SnapshotError):
+    """The database is over MAX_DB_BYTES: not copied (the syncer backs off and says so)."""
 
 
 @dataclass
@@ -135,16 +142,27 @@ def _connect_ro(path: str, readonly_shm: bool) -> sqlite3.Connection:
     return conn
 
 
-def _backup(src: sqlite3.Connection, dest: Path) -> None:
-    """Back `src` up into a fresh single-file database at `dest`, integrity-checked."""
+def _backup(src: sqlite3.Connection, dest: Path, name: str) -> None:
+    """Back `src` up into a fresh single-file database at `dest`, integrity-checked, never
+    past MAX_DB_BYTES (SnapshotTooBig: the size is checked before a page is written)."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(str(dest) + suffix)
     out = sqlite3.connect(str(dest))
     try:
-        # A snapshot is disposable (a crash means a new one next cycle): skip the fsyncs.
+        # A snapshot is disposable (a crash means a new one next cycle, and the upload reads
+        # it from the page cache): no fsync, not even through fileio's atomic write.
         out.execute("PRAGMA synchronous = OFF")
-        src.backup(out)
+        # The pages the source claims (its header, its WAL) bound what the backup writes.
+        page = int(src.execute("PRAGMA page_size").fetchone()[0])
+        out.execute(f"PRAGMA page_size = {page}")
+        out.execute(f"PRAGMA max_page_count = {max(1, MAX_DB_BYTES // page)}")
+        try:
+            src.backup(out)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise SnapshotTooBig(_too_big(name, "its pages add up to")) from None
+            raise
         out.execute("PRAGMA synchronous = OFF")
         out.execute("PRAGMA journal_mode = DELETE")
         result = out.execute("PRAGMA integrity_check").fetchall()
@@ -166,7 +184,7 @@ def _snapshot_in_place(source: str, db_fd: int, dir_fd: int, name: str, dest: Pa
         opened = src.execute("PRAGMA database_list").fetchone()[2]
         if os.path.realpath(opened) != os.path.realpath(source):
             raise SnapshotError(f"{name} changed into a link while opening; skipped")
-        _backup(src, dest)
+        _backup(src, dest, name)
     except sqlite3.Error as exc:
         raise SnapshotBusy(f"cannot read {name} in place: {exc}") from exc
     finally:
@@ -187,11 +205,11 @@ def _snapshot_by_copy(db_fd: int, dir_fd: int, name: str, dest: Path, work: Path
 
     try:
         before = stamps()
-        _copy_fd(db_fd, work / name)
+        copied = _copy_fd(db_fd, work / name, limit=MAX_DB_BYTES)
         if before[1] is not None:
             wal_fd = _open_regular(name + "-wal", dir_fd)
             try:
-                _copy_fd(wal_fd, work / (name + "-wal"))
+                _copy_fd(wal_fd, work / (name + "-wal"), limit=MAX_DB_BYTES - copied)
             finally:
                 os.close(wal_fd)
         if stamps() != before:
@@ -199,7 +217,7 @@ def _snapshot_by_copy(db_fd: int, dir_fd: int, name: str, dest: Path, work: Path
         src = sqlite3.connect(str(work / name))
         try:
             src.execute("PRAGMA trusted_schema = OFF")
-            _backup(src, dest)
+            _backup(src, dest, name)
         except sqlite3.Error as exc:
             raise SnapshotError(f"cannot read {name}: {exc}") from exc
         finally:
@@ -226,11 +244,15 @@ def snapshot_database(trackio_dir: Path, project: str, dest: Path, scratch: Path
             if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
                 raise SnapshotError(f"{name} is not an SQLite database")
             present = []
+            sizes = [os.fstat(db_fd)]
             for suffix in ("-wal", "-shm"):
                 st = _lstat_at(name + suffix, dir_fd)
                 if st is not None and not stat.S_ISREG(st.st_mode):
                     raise SnapshotError(f"{name}{suffix} is not a regular file; skipped")
                 present.append(st is not None)
+                if st is not None and suffix == "-wal":
+                    sizes.append(st)
+            _check_size(name, sizes)
             source = os.path.join(os.path.realpath(trackio_dir), name)
             if header[18] != 2:  # rollback journal: a shared lock, no side files
                 _snapshot_in_place(source, db_fd, dir_fd, name, dest, readonly_shm=False)
@@ -245,6 +267,21 @@ def snapshot_database(trackio_dir: Path, project: str, dest: Path, scratch: Path
                 _snapshot_by_copy(db_fd, dir_fd, name, dest, scratch)
         finally:
             os.close(db_fd)
+
+
+def _check_size(name: str, sizes: list[os.stat_result]) -> None:
+    """Refuse, before copying a byte, a database whose apparent size (what a copy writes)
+    is over MAX_DB_BYTES, however little it holds on disk (a sparse file)."""
+    apparent = sum(st.st_size for st in sizes)
+    if apparent > MAX_DB_BYTES:
+        on_disk = sum(st.st_blocks * 512 for st in sizes)
+        sparse = f", {on_disk} on disk: sparse" if on_disk < apparent // 2 else ""
+        raise SnapshotTooBig(_too_big(name, f"it and its -wal are {apparent} bytes{sparse},"))
+
+
+def _too_big(name: str, what: str) -> str:
+    return (f"{name} not copied: {what} over the snapshot limit of {MAX_DB_BYTES} bytes "
+            f"({MAX_DB_BYTES >> 20} MiB); skipped")
 
 
 def mirror_media(src_dir_fd: int, dest: Path, warnings: list[str], budget: list[int],
@@ -331,6 +368,8 @@ def snapshot_project(trackio_dir: Path, project: str, root: Path) -> Snapshot:
     scratch.mkdir(mode=0o700, exist_ok=True)
     tmp = scratch / f"{project}{DB_EXT}"
     snapshot_database(trackio_dir, project, tmp, scratch / "copy")
+    # Not fileio's atomic write: a disposable copy (rebuilt from the volume next cycle, read
+    # back from the page cache by the upload), so the fsyncs would buy nothing.
     os.replace(tmp, snap.db_path)
     media_dest = root / "media" / project
     try:

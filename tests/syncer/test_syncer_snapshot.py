@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ml_agent.syncer import snapshot
 from ml_agent.syncer.scan import NotRegular, find_projects, signature
-from ml_agent.syncer.snapshot import SnapshotError, snapshot_project
+from ml_agent.syncer.snapshot import SnapshotError, SnapshotTooBig, snapshot_project
 from tests.syncer.helpers import WalWriter, add_project, rows, tree
 
 
@@ -188,3 +189,59 @@ def test_snapshot_on_a_read_only_mount_like_modal(tmp_path: Path, template: Path
         pytest.skip(f"bubblewrap cannot run here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["frozen", "103", "noshm", "103", "clean", "3"]
+
+
+def _bytes_under(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("with_shm", [False, True], ids=["copied", "in-place"])
+def test_a_sparse_wal_is_refused_before_a_byte_is_copied(tmp_path: Path, template: Path,
+                                                        with_shm: bool) -> None:
+    # 12 KB on disk, 6 GiB apparent: each snapshot used to write 6 GiB to the host disk.
+    vol = tmp_path / "vol"
+    db = add_project(vol, template, "p")
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+    with open(str(db) + "-wal", "wb") as fh:
+        fh.write(b"\x37\x7f\x06\x82" + b"\0" * 12 * 1024)
+        fh.truncate(6 << 30)
+    if with_shm:
+        Path(str(db) + "-shm").write_bytes(b"\0" * 32768)
+    with pytest.raises(SnapshotTooBig, match=r"p\.db not copied: it and its -wal are \d+ bytes, "
+                       r"\d+ on disk: sparse, over the snapshot limit of 1073741824 bytes"):
+        snapshot_project(vol, "p", tmp_path / "work" / "p")
+    assert _bytes_under(tmp_path / "work") == 0
+
+
+def test_a_database_over_the_limit_is_skipped_and_the_log_says_the_limit(
+    tmp_path: Path, template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml_agent.syncer import Syncer
+    from tests.syncer.helpers import RecordingUploader
+
+    monkeypatch.setattr(snapshot, "MAX_DB_BYTES", 8192)  # the template is bigger
+    vol = tmp_path / "vol"
+    add_project(vol, template, "p")
+    logs: list[str] = []
+    uploader = RecordingUploader(tmp_path / "store")
+    syncer = Syncer(vol, uploader, resolve_space=lambda: "my-org/metrics",
+                    work_dir=tmp_path / "work", log=logs.append)
+    assert syncer.cycle().failed == ["p"] and uploader.attempts == []
+    assert any("snapshot of project 'p'" in line and "over the snapshot limit of 8192 bytes"
+               in line for line in logs), logs
+
+
+def test_the_backup_never_writes_more_pages_than_the_limit(
+    tmp_path: Path, template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What SQLite reads (the pages its header and WAL claim) is bounded too, not only the
+    # files' sizes: the copy is refused before a page is written.
+    monkeypatch.setattr(snapshot, "MAX_DB_BYTES", 8192)
+    src = sqlite3.connect(template)
+    try:
+        with pytest.raises(SnapshotTooBig, match="its pages add up to"):
+            snapshot._backup(src, tmp_path / "out.db", "p.db")
+    finally:
+        src.close()
+    assert (tmp_path / "out.db").stat().st_size == 0
