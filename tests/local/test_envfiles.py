@@ -52,3 +52,51 @@ def test_volumes_are_created_only_when_allowed(tmp_path):
         volumes.ensure_volumes(strict, tmp_path)
     with pytest.raises(SandboxError, match="not a plain name"):
         volumes.volume_path(tmp_path, "..")
+
+
+def test_secret_files_others_can_read_are_warned_about_with_the_fix(tmp_path):
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)
+    key = folder / "anthropic-secret.env"
+    key.write_text("ANTHROPIC_API_KEY=sk-ant-secret-value\n")
+    key.chmod(0o600)
+    assert envfiles.permission_warnings(tmp_path) == []
+    key.chmod(0o644)
+    (folder / "hf-write.env").write_text("HF_TOKEN=hf_x\n")
+    (folder / "hf-write.env").chmod(0o660)
+    assert envfiles.permission_warnings(tmp_path) == [
+        f"{key} holds secrets and is accessible by its group and other users (mode 0644); "
+        f"run `chmod 600 {key}`",
+        f"{folder / 'hf-write.env'} holds secrets and is accessible by its group (mode 0660); "
+        f"run `chmod 600 {folder / 'hf-write.env'}`",
+    ]
+    folder.chmod(0o777)
+    assert f"run `chmod 700 {folder}`" in envfiles.permission_warnings(tmp_path)[0]
+    assert not any("sk-ant" in w for w in envfiles.permission_warnings(tmp_path))
+    assert envfiles.permission_warnings(tmp_path / "nowhere") == []
+
+
+def test_up_and_doctor_warn_about_a_readable_key_file(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    key = home / "secrets" / "anthropic-secret.env"
+    key.parent.mkdir(parents=True)
+    key.write_text("ANTHROPIC_API_KEY=sk-ant-secret-value\n")
+    key.chmod(0o644)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ML_AGENT_HOME": str(home),
+           "COLUMNS": "1000"}
+    code = "import sys; from ml_agent.cli import main; sys.exit(main())"
+    doctor = subprocess.run([sys.executable, "-c", code, "doctor"], env=env,
+                            capture_output=True, text=True)
+    assert f"chmod 600 {key}" in doctor.stdout
+    assert "sk-ant-secret-value" not in doctor.stdout + doctor.stderr
+    # `up`: the local backend's check adds it to the warnings the CLI prints at start.
+    from ml_agent.backends.local import LocalBackend
+
+    monkeypatch.setenv("ML_AGENT_HOME", str(home))
+    backend = LocalBackend(home)
+    backend.check(local_plan())
+    assert f"run `chmod 600 {key}`" in " ".join(backend.warnings)

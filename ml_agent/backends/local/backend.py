@@ -64,6 +64,7 @@ class LocalBackend:
         envfiles.proxy_key(self.home, plan.proxy.secret, plan.proxy.upstream, os.environ)
         for name in plan.sandbox.secrets:
             envfiles.read_secret(self.home, name)
+        self.warnings += envfiles.permission_warnings(self.home)
         if plan.sandbox.network.mode == "allowlist":
             self.warnings.append(
                 "sandbox.network allowlist cannot be enforced by the local backend: the "

@@ -60,6 +60,9 @@ def local_checks(environ: dict[str, str] | None = None) -> list[Check]:
                     (f"{key_file} exists" if has_file else "")) if x
     ) or f"export ANTHROPIC_API_KEY=... or put ANTHROPIC_API_KEY=... in {key_file}"
     checks.append(Check("local", "Anthropic key (for the proxy)", has_env or has_file, detail))
+    loose = envfiles.permission_warnings(home)
+    checks.append(Check("local", "secret file permissions", not loose,
+                        "; ".join(loose) or "private (only you can read them)", required=False))
     gpus = sandbox.gpu_devices()
     checks.append(Check(
         "local", "NVIDIA GPU", bool(gpus),

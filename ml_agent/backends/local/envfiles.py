@@ -7,6 +7,7 @@ the supervisor reads the proxy's and the syncer's, the launcher reads `sandbox.s
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,6 +58,36 @@ def read_secret(home: Path, name: str) -> dict[str, str]:
             f"(e.g. `mkdir -p {path.parent} && install -m 600 /dev/null {path}`, then edit it)"
         ) from None
     return parse_env(text, str(path))
+
+
+def permission_warnings(home: Path) -> list[str]:
+    """Like ssh: each secret file (and the folder) other users can read or change, with the
+    fix. `up` and `doctor` print them; nothing is refused."""
+    folder = secrets_dir(home)
+    warnings = []
+    try:
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        files = sorted(p for p in folder.iterdir() if p.name.endswith(".env"))
+    except OSError:
+        return []
+    if mode & 0o022:
+        warnings.append(f"{folder} can be written by {_who(mode, 0o020, 0o002)} (mode "
+                        f"{mode:04o}): they could replace a key; run `chmod 700 {folder}`")
+    for path in files:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            warnings.append(f"{path} holds secrets and is accessible by "
+                            f"{_who(mode, 0o070, 0o007)} (mode {mode:04o}); run "
+                            f"`chmod 600 {path}`")
+    return warnings
+
+
+def _who(mode: int, group: int, others: int) -> str:
+    return " and ".join(w for w, bits in (("its group", group), ("other users", others))
+                        if mode & bits)
 
 
 def has_secret(home: Path, name: str) -> bool:
