@@ -46,7 +46,7 @@ def agent_result(data: Path, run_id: str) -> Path:
     """result.json as agent.py leaves it at its end: proxy_usage null."""
     result = dict.fromkeys(protocol.RESULT_KEYS)
     result.update(run_id=run_id, status="succeeded", started_at="2026-11-26T03:15:00Z",
-                  ended_at="2026-11-26T03:16:00Z", cost_usd=0.1, turns=1)
+                  ended_at="2026-11-26T03:16:00Z", agent_cost_usd=0.1, turns=1)
     folder = data / "runs" / run_id
     folder.mkdir(parents=True)
     path = folder / protocol.RESULT_FILE
@@ -119,6 +119,7 @@ def test_a_one_shot_run_is_ended_as_soon_as_its_result_is_in(fake, tmp_path):
     assert fake.function_calls("sync_now") == [((), {})]  # the final sync, once
     written = json.loads(paths[run_id].read_text())
     assert written["proxy_usage"] == {"requests": 1, "cost_usd": 0.2}
+    assert (written["cost_usd"], written["agent_cost_usd"]) == (0.2, 0.1)
     assert all(r["revoked"] for r in fake.dict_items("ml-agent-tokens").values())
     listed = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
     (record,) = listed

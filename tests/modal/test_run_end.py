@@ -41,7 +41,7 @@ def agent_result(data: Path, run_id: str, **fields) -> Path:
     """result.json as agent.py writes it: every key, proxy_usage null."""
     result = dict.fromkeys(protocol.RESULT_KEYS)
     result.update(run_id=run_id, status="running", started_at="2026-11-26T03:15:00Z",
-                  cost_usd=0.1, usage={"input_tokens": 900}, turns=1, **fields)
+                  agent_cost_usd=0.1, usage={"input_tokens": 900}, turns=1, **fields)
     folder = data / "runs" / run_id
     folder.mkdir(parents=True)
     path = folder / protocol.RESULT_FILE
@@ -68,7 +68,8 @@ def test_stop_syncs_then_writes_the_proxy_usage_into_result_json(fake, data):
     result = json.loads(path.read_text())
     assert result["proxy_usage"] == usage and usage["requests"] == 2
     assert result["status"] == "stopped" and result["ended_at"]  # the agent never finished
-    assert (result["cost_usd"], result["usage"]) == (0.1, {"input_tokens": 900})  # its view
+    assert (result["agent_cost_usd"], result["usage"]) == (0.1, {"input_tokens": 900})  # its view
+    assert result["cost_usd"] == pytest.approx(0.42)  # the proxy's metering
     assert stopped.cost_usd == pytest.approx(0.42)
     ((args, _),) = fake.function_calls("finalize_run")
     assert args[:3] == (run.run_id, usage, "stopped")
