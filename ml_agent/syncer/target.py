@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
+
+from ml_agent.errors import UnsafeFile
+from ml_agent.fileio import open_dir, read_untrusted
 
 SPACE_ID_FILE = "space_id"
 #: Hub repo ids: `namespace/name`; names up to 96 characters, no `--` or `..`.
@@ -32,22 +34,19 @@ def read_space_id_file(trackio_dir: Path) -> str | None:
     Raises ValueError when the entry is not a small regular file (links are not followed).
     """
     try:
-        fd = os.open(
-            os.path.join(trackio_dir, SPACE_ID_FILE),
-            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-        )
+        folder = open_dir(trackio_dir)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise ValueError(f"is not a regular file ({exc.strerror})") from exc
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("is not a regular file")
-        data = os.read(fd, _MAX_FILE_BYTES + 1)
+        data = read_untrusted(SPACE_ID_FILE, cap=_MAX_FILE_BYTES, dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    except UnsafeFile as exc:  # "space_id is a symbolic link; ..." -> "is a symbolic link; ..."
+        raise ValueError(str(exc).removeprefix(f"{SPACE_ID_FILE} ")) from exc
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror})") from exc
     finally:
-        os.close(fd)
-    if len(data) > _MAX_FILE_BYTES:
-        raise ValueError(f"is larger than {_MAX_FILE_BYTES} bytes")
+        os.close(folder)
     text = data.decode("utf-8", errors="replace").strip()
     return text.splitlines()[0].strip() if text else None
 

@@ -152,7 +152,19 @@ def test_a_symlinked_space_id_file_is_not_read(tmp_path: Path) -> None:
     os.symlink(tmp_path / "elsewhere", tmp_path / SPACE_ID_FILE)
     logs: list[str] = []
     assert resolver(tmp_path, logs)() is None
-    assert "not a regular file" in logs[0]
+    assert "it is a symbolic link; not followed" in logs[0]
+
+
+def test_a_fifo_or_a_huge_space_id_file_is_refused_unread(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / SPACE_ID_FILE)  # opened without blocking, then refused
+    logs: list[str] = []
+    assert resolver(tmp_path, logs)() is None
+    assert "it is not a regular file" in logs[0]
+    os.unlink(tmp_path / SPACE_ID_FILE)
+    with open(tmp_path / SPACE_ID_FILE, "wb") as fh:
+        fh.truncate(1 << 30)
+    assert resolver(tmp_path, logs)() is None
+    assert "it is 1073741824 bytes, over the 1024 byte limit" in logs[-1]
 
 
 def test_no_space_yet_warns_once_then_publishes_when_named(tmp_path: Path) -> None:
