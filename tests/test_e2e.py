@@ -94,6 +94,9 @@ def _check_run(home: Path, env: dict[str, str], fake: FakeAnthropic, output: str
     result = json.loads((data / "runs" / run_id / "result.json").read_text())
     assert result["status"] == "succeeded" and result["run_id"] == run_id
     assert result["proxy_usage"]["requests"] >= 2
+    # The run's cost is the proxy's metering, in result.json and in `ps`; the agent's beside.
+    assert result["cost_usd"] == result["proxy_usage"]["cost_usd"] == run["cost_usd"]
+    assert result["agent_cost_usd"] == run["agent_cost_usd"] is not None
 
     inside = (data / "env.txt").read_text()
     token = json.loads((home / "runs" / run_id / "launch.json").read_text())["token"]
