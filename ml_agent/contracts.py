@@ -127,6 +127,9 @@ class RunRecord:
     cost_usd: float | None = None  # the proxy's metering (so far, while the run lives)
     exit_code: int | None = None
     agent_cost_usd: float | None = None  # what the agent says it spent: a second opinion
+    data_volume: str | None = None  # the data volume's name (run folders: <it>/runs/<run id>)
+    trackio_volume: str | None = None  # the volume holding the trackio databases, if any
+    sweep: str | None = None  # the sweep id that launched the run, if any
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

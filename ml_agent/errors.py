@@ -5,6 +5,7 @@
     ├── BackendError      a backend could not do what was asked (message says how to fix it)
     │   └── SandboxError  the local sandbox could not start or was refused by the kernel
     ├── RunNotFound       no run with that id in the registry
+    ├── VolumeGone        a run's data volume (or its run folder) no longer exists
     └── UnsafeFile        an agent-written file is a link, not a regular file, or too big
 
 Anything else is a bug and keeps its traceback. `ML_AGENT_DEBUG=1` shows tracebacks for
@@ -38,6 +39,10 @@ class SandboxError(BackendError):
 
 class RunNotFound(MlAgentError):
     """No run with that id (or prefix) in the registry."""
+
+
+class VolumeGone(MlAgentError):
+    """A run's data volume, or its folder on it, no longer exists (`results`, `pull`)."""
 
 
 class UnsafeFile(MlAgentError):

@@ -132,6 +132,9 @@ class LaunchPlan(_Frozen):
     run_id: str
     run_dir: str
     env: dict[str, str]  # the launcher -> agent env (contracts.protocol.ENV), token masked
+    # The sweep that launches this run: recorded in the registry by the backend, and left
+    # out of the plan's JSON (a run's plan is the same whether a sweep launched it or not).
+    sweep: str | None = Field(default=None, exclude=True)
 
 
 #: Shown for the proxy URL in a plan: it is known only once the proxy is deployed/started.
@@ -160,13 +163,16 @@ class Plan(_Frozen):
         """The volume that holds the run folders (key `data`, required by the config)."""
         return next(v for v in self.volumes if v.key == "data")
 
-    def for_launch(self, run_id: str, *, base_url: str = PROXY_URL_PLACEHOLDER) -> Plan:
+    def for_launch(
+        self, run_id: str, *, base_url: str = PROXY_URL_PLACEHOLDER, sweep: str | None = None
+    ) -> Plan:
         """This plan with its per-launch parts; the token is `contracts.TOKEN_PLACEHOLDER`.
 
         The launcher calls `launch_env(plan, base_url=..., token=...)` for the real env.
         """
         launch = LaunchPlan(
-            run_id=run_id, run_dir=contracts.run_dir(self.data_volume.mount, run_id), env={}
+            run_id=run_id, run_dir=contracts.run_dir(self.data_volume.mount, run_id), env={},
+            sweep=sweep,
         )
         planned = self.model_copy(update={"launch": launch})
         env = _launcher_env(planned, base_url=base_url, token=contracts.TOKEN_PLACEHOLDER)

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "ml_agent.cli.runs",  # up, attach, ps, logs, stop, doctor
     "ml_agent.cli.proxy",  # proxy serve, proxy token
     "ml_agent.cli.dashboard",  # dashboard
+    "ml_agent.cli.results",  # results
 )
 
 HELP = """Launch an autonomous ML engineer (a Claude agent) in a GPU sandbox, declared in YAML.

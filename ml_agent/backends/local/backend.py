@@ -140,6 +140,9 @@ class LocalBackend:
             status="starting",
             created_at=time.time(),
             run_dir=plan.launch.run_dir,
+            data_volume=plan.data_volume.name,
+            trackio_volume=plan.syncer.volume_name,
+            sweep=plan.launch.sweep,
         )
         registry.write_record(paths, record)
         return paths

@@ -156,6 +156,9 @@ class ModalBackend:
             created_at=time.time(),
             sandbox_id=sandbox.object_id,
             run_dir=plan.launch.run_dir,
+            data_volume=plan.data_volume.name,
+            trackio_volume=plan.syncer.volume_name,
+            sweep=plan.launch.sweep,
         )
         with modal_errors("recording the run"):
             self.registry.put(run)

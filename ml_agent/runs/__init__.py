@@ -1,0 +1,1 @@
+"""Many runs at once: gathering results, copying run folders, sweeps (issue 15)."""

@@ -1,0 +1,75 @@
+"""Where a run's files are: its run folder and its trackio folder, on either backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ml_agent.contracts import RunRecord, ml_agent_home
+from ml_agent.errors import VolumeGone
+from ml_agent.runs.folders import LocalFolder, ModalFolder, RunFolder
+
+
+def _launch(record: RunRecord, home: Path) -> dict:
+    """The run's launch.json (ours, in the registry): for records older than `data_volume`."""
+    from ml_agent.backends.local.registry import RunPaths
+
+    try:
+        return json.loads(RunPaths.of(record.run_id, home).launch.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def local_volume(record: RunRecord, name: str | None, key: str, home: Path) -> Path | None:
+    """The host folder of one of a local run's volumes (by name, else by its launch file)."""
+    from ml_agent.backends.local.volumes import volume_path
+
+    if name:
+        return volume_path(home, name)
+    path = _launch(record, home).get("host", {}).get("volumes", {}).get(key)
+    return Path(path) if path else None
+
+
+class Locator:
+    """Opens run folders, caching Modal volume handles (one lookup per volume, not per run)."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or ml_agent_home()
+        self._modal: dict[str, ModalFolder | VolumeGone] = {}
+
+    def folder(self, record: RunRecord) -> RunFolder:
+        """The run folder (VolumeGone when its volume is unknown or gone)."""
+        if record.backend == "local":
+            volume = local_volume(record, record.data_volume, "data", self.home)
+            if volume is None:
+                raise VolumeGone(f"run {record.run_id}: its data volume is unknown")
+            return LocalFolder(volume, record.run_id)
+        if not record.data_volume:
+            raise VolumeGone(
+                f"run {record.run_id} was recorded without its data volume's name "
+                "(launched by an older ml-agent)"
+            )
+        cached = self._modal.get(record.data_volume)
+        if cached is None:
+            try:
+                cached = ModalFolder.open(record.data_volume, record.run_id)
+            except VolumeGone as exc:
+                cached = exc
+            self._modal[record.data_volume] = cached
+        if isinstance(cached, VolumeGone):
+            raise VolumeGone(
+                f"the data volume of run {record.run_id} is gone "
+                f"(Modal volume {record.data_volume!r})"
+            )
+        return ModalFolder(cached.volume, record.data_volume, record.run_id)
+
+    def trackio_dir(self, record: RunRecord) -> Path | None:
+        """The host folder of a local run's trackio volume (None: none, or not local)."""
+        if record.backend != "local":
+            return None
+        name = record.trackio_volume
+        if name is None:
+            plan = _launch(record, self.home).get("plan", {})
+            key = (plan.get("syncer") or {}).get("volume")
+            return local_volume(record, None, key, self.home) if key else None
+        return local_volume(record, name, "", self.home)
