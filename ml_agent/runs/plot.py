@@ -126,6 +126,7 @@ def write_png(curves: list[Curve], metric: str, out: Path | None) -> Path:
 
         matplotlib.use("Agg")  # no display: a file, never a window
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise MlAgentError(
             "--plot needs matplotlib: install the extra with `pip install 'ml-agent[plot]'`"
@@ -138,6 +139,7 @@ def write_png(curves: list[Curve], metric: str, out: Path | None) -> Path:
         for curve in curves:
             ax.plot(curve.steps, curve.values, label=curve.label, linewidth=1.4)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(_text(metric))
         ax.set_title(f"{_text(metric)} across {len({c.run_id for c in curves})} run(s)")
         ax.grid(alpha=0.3)

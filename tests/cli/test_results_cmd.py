@@ -15,17 +15,6 @@ from tests.cli.runfolders import make_run
 A, B, C = "20261126-0315-aaaaaa", "20261126-0316-bbbbbb", "20261126-0317-cccccc"
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("ML_AGENT_HOME", str(home))
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
-    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COLUMNS", "250")
-    return home
-
-
 def results_json(capsys, *args: str) -> list[dict]:
     assert main(["results", "--json", *args]) == 0
     return json.loads(capsys.readouterr().out)
