@@ -169,24 +169,22 @@ HEADERS = {"run": "RUN", "status": "STATUS", "duration_s": "DURATION", "cost_usd
 
 def _print_tables(groups: dict[str, list[Row]]) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
-    from ml_agent.cli.output import console, err_console
+    from ml_agent.cli.output import err_console
+    from ml_agent.cli.table import print_table
     from ml_agent.runs.gather import columns
 
     if not groups:
         err_console().print("no runs yet: `ml-agent up` starts one")
         return
-    for name, rows in groups.items():
+    for n, (name, rows) in enumerate(groups.items()):
         cols = columns(rows)
         title = f"{len(rows)} run(s)" if name == NO_SWEEP else f"sweep {name} ({len(rows)} runs)"
-        table = Table(box=None, header_style="bold", title=title, title_justify="left")
-        for column in cols:
-            table.add_column(escape(HEADERS.get(column, column)),
-                             justify="left" if column in ("run", "status") else "right")
-        for row in rows:
-            table.add_row(*(escape(_fmt(c, row.value(c))) for c in cols))
-        console().print(table)
+        if n:
+            print()
+        print_table([HEADERS.get(c, c) for c in cols],
+                    [[_fmt(c, row.value(c)) for c in cols] for row in rows],
+                    right=range(2, len(cols)), title=title)
         for row in rows:
             for note in row.notes:
                 err_console().print(f"[yellow]note:[/] {row.run_id}: {escape(note)}",

@@ -355,21 +355,15 @@ def ps(
     if as_json:
         sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
         return
-    from rich.markup import escape
-    from rich.table import Table
+    from ml_agent.cli.table import print_table  # Rich's Table: 1.4 s for 1,000 runs
 
-    table = Table(box=None, header_style="bold")
-    for column in ("RUN", "STATUS", "BACKEND", "CONFIG", "GPU", "AGE", "COST"):
-        table.add_column(column)
     now = time.time()
-    for r in records:
-        cost = _cost(r)
-        table.add_row(r.run_id, r.status, r.backend, escape(r.config), r.gpu or "-",
-                      _age(now - r.created_at), cost)
+    rows = [[r.run_id, r.status, r.backend, r.config, r.gpu or "-", _age(now - r.created_at),
+             _cost(r)] for r in records]
     if not records:
         _err().print("no runs yet: `ml-agent up` starts one")
         return
-    _console().print(table)
+    print_table(("RUN", "STATUS", "BACKEND", "CONFIG", "GPU", "AGE", "COST"), rows)
 
 
 def _cost(record: RunRecord) -> str:
