@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "ml_agent.cli.proxy",  # proxy serve, proxy token
     "ml_agent.cli.dashboard",  # dashboard
     "ml_agent.cli.results",  # results
+    "ml_agent.cli.pull",  # pull
 )
 
 HELP = """Launch an autonomous ML engineer (a Claude agent) in a GPU sandbox, declared in YAML.

@@ -188,7 +188,7 @@ def _print_tables(groups: dict[str, list[Row]]) -> None:
         for row in rows:
             for note in row.notes:
                 err_console().print(f"[yellow]note:[/] {row.run_id}: {escape(note)}",
-                                    highlight=False)
+                                    highlight=False, soft_wrap=True)
 
 
 def _plot(records: list[RunRecord], metric: str, out: Path | None) -> None:

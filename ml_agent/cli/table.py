@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from rich.cells import cell_len
 
 
-def _clean(cell: str) -> str:
+def clean(cell: str) -> str:
     """One line of printable text: sandbox-written text cannot move the cursor."""
     return "".join(ch for ch in cell if ch.isprintable())
 
@@ -23,8 +23,8 @@ def render(
 ) -> tuple[str, list[str]]:
     """The header line and the row lines, columns two spaces apart; `right`: column
     indexes aligned right (numbers). Trailing spaces are stripped."""
-    heads = [_clean(h) for h in headers]
-    body = [[_clean(c) for c in row] for row in rows]
+    heads = [clean(h) for h in headers]
+    body = [[clean(c) for c in row] for row in rows]
     widths = [cell_len(h) for h in heads]
     for row in body:
         for i, cell in enumerate(row):
@@ -52,7 +52,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
     head, lines = render(headers, rows, right=right)
     out = console()
     if title is not None:
-        out.print(Text(_clean(title), style="bold"), soft_wrap=True)
+        out.print(Text(clean(title), style="bold"), soft_wrap=True)
     out.print(Text(head, style="bold"), soft_wrap=True)
     out.file.flush()
     sys.stdout.write("".join(line + "\n" for line in lines))
