@@ -796,3 +796,125 @@ def _close_env_client() -> None:
     if client is not None:
         synchronizer._translate_out(client).close()
     _Client._set_env_client(None)
+
+
+# -- volume files: what `Volume.listdir` and `Volume.read_file` need (results, pull) -------
+# Kept in one block: a named volume's files are a host folder the test fills (real links,
+# FIFOs and all, reported as Modal reports them); blocks are served over HTTP on 127.0.0.1
+# like Modal's block URLs.
+#
+#     fake.volume_files("sandbox-data", tmp_path / "data")   # the volume's content
+
+
+def _fake_volume_files(self: FakeModal, name: str, folder: os.PathLike[str] | str) -> str:
+    """Back the named volume (created if missing) with `folder`; returns its id."""
+    servicer = self.servicer
+    volume_id = servicer.volumes.setdefault(name, servicer._id("vo"))
+    servicer.__dict__.setdefault("volume_folders", {})[volume_id] = os.fspath(folder)
+    return volume_id
+
+
+def _volume_entries(root: str, path: str, recursive: bool) -> list[api_pb2.FileEntry]:
+    import stat as stat_
+
+    kinds = {stat_.S_IFREG: api_pb2.FileEntry.FileType.FILE,
+             stat_.S_IFDIR: api_pb2.FileEntry.FileType.DIRECTORY,
+             stat_.S_IFLNK: api_pb2.FileEntry.FileType.SYMLINK,
+             stat_.S_IFIFO: api_pb2.FileEntry.FileType.FIFO,
+             stat_.S_IFSOCK: api_pb2.FileEntry.FileType.SOCKET}
+    rel = path.strip("/")
+    if ".." in rel.split("/"):
+        raise GRPCError(Status.INVALID_ARGUMENT, "bad path")
+
+    def entry(name: str) -> api_pb2.FileEntry:
+        st = os.lstat(os.path.join(root, name))
+        kind = kinds.get(stat_.S_IFMT(st.st_mode), api_pb2.FileEntry.FileType.UNSPECIFIED)
+        return api_pb2.FileEntry(path=name, type=kind, mtime=int(st.st_mtime), size=st.st_size)
+
+    full = os.path.join(root, rel)
+    if not os.path.lexists(full):
+        raise GRPCError(Status.NOT_FOUND, f"No such file or directory: {path}")
+    if not os.path.isdir(full) or os.path.islink(full):
+        return [entry(rel)]
+    out, todo = [], [rel]
+    while todo:
+        folder = todo.pop()
+        for name in sorted(os.listdir(os.path.join(root, folder))):
+            child = f"{folder}/{name}" if folder else name
+            out.append(entry(child))
+            if recursive and out[-1].type == api_pb2.FileEntry.FileType.DIRECTORY:
+                todo.append(child)
+    return out
+
+
+async def _volume_list_files(self: FakeModalServicer, stream) -> None:
+    request = await self._recv("VolumeListFiles", stream)
+    root = self.__dict__.get("volume_folders", {}).get(request.volume_id)
+    if root is None:
+        raise GRPCError(Status.NOT_FOUND, "volume has no files")
+    entries = _volume_entries(root, request.path, request.recursive)
+    await stream.send_message(api_pb2.VolumeListFilesResponse(entries=entries))
+
+
+async def _volume_list_files2(self: FakeModalServicer, stream) -> None:
+    request = await self._recv("VolumeListFiles2", stream)
+    root = self.__dict__.get("volume_folders", {}).get(request.volume_id)
+    if root is None:
+        raise GRPCError(Status.NOT_FOUND, "volume has no files")
+    entries = _volume_entries(root, request.path, request.recursive)
+    await stream.send_message(api_pb2.VolumeListFiles2Response(entries=entries))
+
+
+_BLOCKS: dict[str, bytes] = {}
+_BLOCK_SERVER: list[str] = []  # the base URL, once started
+
+
+def _block_url(data: bytes) -> str:
+    """Serve `data` at a fresh URL on a loopback HTTP server (one per test process)."""
+    if not _BLOCK_SERVER:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = _BLOCKS.get(self.path.rsplit("/", 1)[-1])
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _BLOCK_SERVER.append(f"http://127.0.0.1:{server.server_address[1]}/blocks/")
+    key = secrets.token_hex(8)
+    _BLOCKS[key] = data
+    return _BLOCK_SERVER[0] + key
+
+
+async def _volume_get_file2(self: FakeModalServicer, stream) -> None:
+    from modal.volume import BLOCK_SIZE
+
+    request = await self._recv("VolumeGetFile2", stream)
+    root = self.__dict__.get("volume_folders", {}).get(request.volume_id)
+    rel = request.path.strip("/")
+    if root is None or ".." in rel.split("/"):
+        raise GRPCError(Status.NOT_FOUND, f"No such file: {request.path}")
+    try:  # like the real volume: a regular file, never through a link
+        fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        raise GRPCError(Status.NOT_FOUND, f"No such file: {request.path}") from None
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read()
+    urls = [_block_url(data[i:i + BLOCK_SIZE]) for i in range(0, len(data), BLOCK_SIZE)]
+    await stream.send_message(
+        api_pb2.VolumeGetFile2Response(get_urls=urls, size=len(data), start=0, len=len(data))
+    )
+
+
+FakeModalServicer.VolumeListFiles = _volume_list_files  # type: ignore[method-assign]
+FakeModalServicer.VolumeListFiles2 = _volume_list_files2  # type: ignore[method-assign]
+FakeModalServicer.VolumeGetFile2 = _volume_get_file2  # type: ignore[method-assign]
+FakeModal.volume_files = _fake_volume_files  # type: ignore[attr-defined]
