@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "ml_agent.cli.dashboard",  # dashboard
     "ml_agent.cli.results",  # results
     "ml_agent.cli.pull",  # pull
+    "ml_agent.cli.sweep",  # sweep
 )
 
 HELP = """Launch an autonomous ML engineer (a Claude agent) in a GPU sandbox, declared in YAML.

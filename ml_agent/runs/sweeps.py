@@ -1,0 +1,195 @@
+"""Sweeps in the registry, and the driver that launches their runs a few at a time.
+
+A sweep record (`$ML_AGENT_HOME/sweeps/<sweep id>.json`, rewritten atomically) holds every
+run of the sweep: its task, its `--set` overrides, its trackio run name and, once chosen,
+its run id. The driver launches runs detached, at most `max_parallel` live at a time, and
+notes each run id *before* launching it, so a driver that is stopped (Ctrl-C, a closed
+terminal) loses nothing: `ml-agent sweep --resume ID` launches what is not yet launched
+(a noted id with no run in the registry is launched again, under a new id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_agent.contracts import ml_agent_home, new_run_id
+from ml_agent.errors import MlAgentError, RunNotFound
+from ml_agent.fileio import atomic_write_json
+
+if TYPE_CHECKING:
+    from ml_agent.backends import Backend
+    from ml_agent.contracts import RunRecord
+    from ml_agent.plan import Plan
+    from ml_agent.runs.sweepfile import Sweep
+
+SWEEP_ID_RE = re.compile(r"^sw-\d{8}-\d{4}-[0-9a-f]{6}$")
+LIVE = ("starting", "running")
+POLL_S = 2.0
+
+
+def new_sweep_id() -> str:
+    return "sw-" + new_run_id()
+
+
+def sweeps_dir(home: Path | None = None) -> Path:
+    return (home or ml_agent_home()) / "sweeps"
+
+
+@dataclasses.dataclass
+class SweepRecord:
+    sweep_id: str
+    file: str  # the sweep file, absolute (for messages; the runs below are what launches)
+    base: str  # the base config, absolute
+    max_parallel: int
+    budget_usd: float | None
+    created_at: float
+    runs: list[dict[str, Any]]  # index, task, overrides, label, run_id, backend, launched_at
+
+    @classmethod
+    def new(cls, sweep: Sweep) -> SweepRecord:
+        runs = [{"index": r.index, "task": r.task, "overrides": list(r.overrides),
+                 "label": r.label, "run_id": None, "backend": None, "launched_at": None}
+                for r in sweep.runs]
+        return cls(new_sweep_id(), str(sweep.path), str(sweep.base), sweep.spec.max_parallel,
+                   sweep.spec.budget_usd, time.time(), runs)
+
+    def save(self, home: Path | None = None) -> None:
+        folder = sweeps_dir(home)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / f"{self.sweep_id}.json", dataclasses.asdict(self), mode=0o644)
+
+    @classmethod
+    def load(cls, sweep: str, home: Path | None = None) -> SweepRecord:
+        """A sweep by id or unique prefix."""
+        folder = sweeps_dir(home)
+        names = sorted(p.stem for p in folder.glob("sw-*.json")) if folder.is_dir() else []
+        matches = [n for n in names if n.startswith(sweep) and SWEEP_ID_RE.match(n)]
+        if sweep in matches:
+            matches = [sweep]
+        if not matches or "/" in sweep:
+            raise RunNotFound(f"no sweep {sweep!r} (sweeps live in {folder})")
+        if len(matches) > 1:
+            raise RunNotFound(f"{sweep!r} matches {len(matches)} sweeps; give more of the id")
+        data = json.loads((folder / f"{matches[0]}.json").read_text())
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+    def pending(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if not r["launched_at"]]
+
+
+def trackio_task(task: str, sweep_id: str, label: str) -> str:
+    """The task, plus where its metrics go: one trackio project per sweep, one run name each."""
+    return (f"{task}\n\nThis run is part of sweep {sweep_id}: log metrics with trackio to "
+            f"project '{sweep_id}' with run name '{label}' (setup_trackio.py --project "
+            f"{sweep_id} --run-name {label}), so the sweep's runs compare in one dashboard.")
+
+
+def run_plan(base: str, overrides: list[str], run_id: str | None = None,
+             sweep_id: str | None = None) -> Plan:
+    from ml_agent.config import load_config
+    from ml_agent.plan import build_plan
+
+    plan = build_plan(load_config(base, overrides), base)
+    return plan.for_launch(run_id or new_run_id(), sweep=sweep_id)
+
+
+def check_budget(budgets: list[float | None], sweep_budget: float | None) -> None:
+    """Refuse a sweep whose runs may spend more than its budget (or have no budget)."""
+    if sweep_budget is None:
+        return
+    if any(b is None for b in budgets):
+        raise MlAgentError(
+            f"budget_usd is {sweep_budget:g} but some runs have no proxy.budget_usd (no limit); "
+            "set proxy.budget_usd in the base config"
+        )
+    total = sum(b or 0.0 for b in budgets)
+    if total > sweep_budget:
+        raise MlAgentError(
+            f"the runs' budgets add up to ${total:.2f}, over the sweep's budget_usd "
+            f"(${sweep_budget:.2f}); lower proxy.budget_usd or raise budget_usd"
+        )
+
+
+def machine_parallel(backend: str, wanted: int) -> int:
+    """Local runs share this machine: at most one per CPU core."""
+    return min(wanted, os.cpu_count() or 1) if backend == "local" else wanted
+
+
+class Driver:
+    """Launches a sweep's pending runs, at most `max_parallel` live at a time."""
+
+    def __init__(self, record: SweepRecord, get_backend: Callable[[str], Backend], *,
+                 home: Path | None = None, say: Callable[[str], None] = lambda _: None,
+                 poll_s: float = POLL_S, sleep: Callable[[float], None] = time.sleep,
+                 make_plan: Callable[..., Plan] | None = None) -> None:
+        """`make_plan(base, overrides, sweep_id=...)`: a run's launchable Plan (`run_plan`)."""
+        self.record = record
+        self.make_plan = make_plan or run_plan
+        self.get_backend = get_backend
+        self.home = home
+        self.say = say
+        self.poll_s = poll_s
+        self.sleep = sleep
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, name: str) -> Backend:
+        if name not in self._backends:
+            self._backends[name] = self.get_backend(name)
+        return self._backends[name]
+
+    def statuses(self) -> dict[str, str]:
+        """Run id -> status, for this sweep's noted runs (from each backend's registry)."""
+        names = {r["backend"] for r in self.record.runs if r["run_id"]}
+        found: dict[str, str] = {}
+        for name in names:
+            records: list[RunRecord] = self.backend(name).ps()
+            found.update((r.run_id, r.status) for r in records if r.sweep == self.record.sweep_id)
+        return found
+
+    def forget_unlaunched(self) -> None:
+        """Noted ids with no run behind them (the driver stopped mid-launch): launch again."""
+        known = self.statuses()
+        for run in self.record.runs:
+            if run["run_id"] and run["run_id"] not in known:
+                run.update(run_id=None, backend=None, launched_at=None)
+            elif run["run_id"] and not run["launched_at"]:
+                run["launched_at"] = time.time()  # it did start: the note was all that was lost
+        self.record.save(self.home)
+
+    def run(self) -> list[str]:
+        """Launch every pending run; returns the run ids launched now."""
+        self.forget_unlaunched()
+        launched = []
+        for entry in self.record.pending():
+            plan = self.make_plan(self.record.base, entry["overrides"],
+                                  sweep_id=self.record.sweep_id)
+            limit = machine_parallel(plan.backend, self.record.max_parallel)
+            while True:
+                live = [i for i, s in self.statuses().items() if s in LIVE]
+                if len(live) < limit:
+                    break
+                self.say(f"waiting for a free slot ({len(live)}/{limit} runs live)")
+                self.sleep(self.poll_s)
+            assert plan.launch is not None
+            entry.update(run_id=plan.launch.run_id, backend=plan.backend)
+            self.record.save(self.home)  # noted before launching: a resume can tell
+            self.say(f"launching run {entry['index'] + 1}/{len(self.record.runs)}: "
+                     f"{plan.launch.run_id} ({entry['label']})")
+            task = trackio_task(entry["task"], self.record.sweep_id, entry["label"])
+            try:
+                self.backend(plan.backend).up(plan, task=task, detach=True)
+            except BaseException:
+                entry.update(run_id=None, backend=None)
+                self.record.save(self.home)
+                raise
+            entry["launched_at"] = time.time()
+            self.record.save(self.home)
+            launched.append(plan.launch.run_id)
+        return launched

@@ -1,0 +1,130 @@
+"""Sweeps on the local backend with real supervisors and sandboxes (a scripted stand-in
+agent, no model): at most max_parallel live, every run recorded under its sweep, resume
+after the launcher stopped mid-sweep, and `results` of the sweep."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ml_agent.backends.local import LocalBackend
+from ml_agent.cli import main
+from ml_agent.config import load_config
+from ml_agent.contracts import CONFIGS_DIR
+from ml_agent.runs.sweepfile import load_sweep
+from ml_agent.runs.sweeps import Driver, SweepRecord
+from tests.local.helpers import seeded_plan
+
+pytestmark = pytest.mark.slow
+
+#: Writes its metric (the length of its model's name) and its task, says ready, works 1.5 s.
+AGENT = """
+import json, os, sys, time
+run_dir = os.environ["ML_AGENT_RUN_DIR"]
+os.makedirs(run_dir + "/eval", exist_ok=True)
+json.dump({"accuracy": len(os.environ["ML_AGENT_MODEL"])}, open(run_dir + "/eval/m.json", "w"))
+open(run_dir + "/task.txt", "w").write(sys.argv[-1])
+print(json.dumps({"type": "ready", "seq": 1, "ts": time.time()}), flush=True)
+time.sleep(1.5)
+"""
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("ML_AGENT_HOME", str(home))
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-host-key")
+    monkeypatch.setenv("COLUMNS", "200")
+    yield home
+    backend = LocalBackend(home)
+    for record in backend.ps():
+        backend.stop(record.run_id)
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"""\
+base: {CONFIGS_DIR / "local.yaml"}
+tasks: ["find the best model"]
+axes:
+  agent.model: [m-a, m-bb, m-ccc]
+max_parallel: 2
+""")
+    return path
+
+
+def make_plan(home):
+    """The sweep's real Plan of each run, with the stand-in agent and no image build."""
+
+    def make(base, overrides, *, sweep_id):
+        config = load_config(base, overrides)
+        plan = seeded_plan(home, AGENT)
+        plan = plan.model_copy(update={"agent": plan.agent.model_copy(
+            update={"model": config.agent.model})})
+        return plan.for_launch(plan.launch.run_id, sweep=sweep_id)
+
+    return make
+
+
+def test_a_sweep_launches_every_run_at_most_max_parallel_live_then_resumes(home, sweep_file):
+    backend = LocalBackend(home)
+    record = SweepRecord.new(load_sweep(sweep_file))
+    record.save()
+    said: list[str] = []
+
+    def say(message: str) -> None:
+        said.append(message)
+        if message.startswith("launching run 3/3"):
+            raise KeyboardInterrupt  # the launcher's terminal closes mid-sweep
+
+    live_seen: list[int] = []
+
+    def statuses_then_sleep(seconds: float) -> None:
+        live_seen.append(sum(r.status in ("starting", "running") for r in backend.ps()))
+        time.sleep(seconds)
+
+    driver = Driver(record, lambda _: backend, say=say, poll_s=0.2, sleep=statuses_then_sleep,
+                    make_plan=make_plan(home))
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    assert any(m.startswith("waiting for a free slot (2/2") for m in said)
+    assert live_seen and max(live_seen) <= 2
+    stored = SweepRecord.load(record.sweep_id[:12])
+    [noted] = stored.pending()  # its id was noted, then the launcher died before `up`
+    noted_id = noted["run_id"]
+    assert noted_id and noted_id not in {r.run_id for r in backend.ps()}
+
+    resumed = Driver(stored, lambda _: backend, poll_s=0.2, make_plan=make_plan(home)).run()
+    assert len(resumed) == 1 and resumed[0] != noted_id  # launched anew, once
+    assert SweepRecord.load(record.sweep_id).pending() == []
+    runs = [r for r in backend.ps() if r.sweep == record.sweep_id]
+    assert len(runs) == 3 and {r.data_volume for r in runs} == {"sandbox-data"}
+    deadline = time.monotonic() + 60
+    while any(r.status in ("starting", "running") for r in backend.ps()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    task = (home / "volumes" / "sandbox-data" / "runs" / resumed[0] / "task.txt").read_text()
+    assert task.startswith("find the best model")
+    assert f"project '{record.sweep_id}' with run name 'r02-m-ccc'" in task
+
+
+def test_results_of_a_sweep_compare_its_runs(home, sweep_file, capsys):
+    backend = LocalBackend(home)
+    record = SweepRecord.new(load_sweep(sweep_file))
+    record.save()
+    Driver(record, lambda _: backend, poll_s=0.2, make_plan=make_plan(home)).run()
+    deadline = time.monotonic() + 60
+    while any(r.status in ("starting", "running") for r in backend.ps()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert main(["results", record.sweep_id, "--json", "--sort", "-m.accuracy"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["metrics"]["m.accuracy"] for r in rows] == [5, 4, 3]
+    assert {r["sweep"] for r in rows} == {record.sweep_id}
+    assert {r["status"] for r in rows} == {"succeeded"}
