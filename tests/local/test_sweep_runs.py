@@ -128,3 +128,58 @@ def test_results_of_a_sweep_compare_its_runs(home, sweep_file, capsys):
     assert [r["metrics"]["m.accuracy"] for r in rows] == [5, 4, 3]
     assert {r["sweep"] for r in rows} == {record.sweep_id}
     assert {r["status"] for r in rows} == {"succeeded"}
+
+
+CONFIG = """\
+app: ml-agent
+backend: local
+image:
+  python: "{python}"
+  layers:
+    - file: {{src: agent.py, dest: /agent/test_agent.py}}
+volumes:
+  data: {{name: sandbox-data, mount: /data}}
+  trackio: {{name: sandbox-trackio, mount: /trackio}}
+sandbox: {{timeout: 2m, workdir: /app}}
+agent: {{entrypoint: /agent/test_agent.py, model: m-a}}
+proxy: {{secret: anthropic-secret, budget_usd: 1}}
+syncer: {{enabled: false, volume: trackio}}
+"""
+
+
+def test_the_sweep_command_launches_the_runs_and_results_shows_them(home, tmp_path, capsys):
+    """`ml-agent sweep FILE` end to end: the base config's own Plan, its image (a seeded
+    venv), the CLI's driver; then `results SWEEP` and `pull` of one of its runs."""
+    import sys
+
+    from ml_agent.backends.local import image
+    from ml_agent.plan import build_plan
+    from tests.local.helpers import tiny_venv
+
+    (tmp_path / "agent.py").write_text(AGENT)
+    config = tmp_path / "base.yaml"
+    config.write_text(CONFIG.format(python=f"{sys.version_info[0]}.{sys.version_info[1]}"))
+    venv = home / "envs" / image.env_hash(build_plan(load_config(config), config))
+    tiny_venv(venv)
+    (venv / image.COMPLETE_FILE).write_text(json.dumps({"pip_freeze": []}))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: base.yaml\ntasks: [go]\naxes:\n  agent.model: [m-a, m-bb]\n"
+                     "max_parallel: 2\nbudget_usd: 2\n")
+
+    assert main(["sweep", str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    sweep_id = out.strip()
+    assert sweep_id.startswith("sw-") and "2 run(s) launched" in err
+    backend = LocalBackend(home)
+    deadline = time.monotonic() + 60
+    while any(r.status in ("starting", "running") for r in backend.ps()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert main(["results", sweep_id[:10]]) == 0
+    table = capsys.readouterr().out
+    assert f"sweep {sweep_id} (2 runs)" in table and "m.accuracy" in table
+    assert main(["sweep", "--resume", sweep_id]) == 0  # nothing left to launch
+    assert "0 of 2 run(s) to launch" in capsys.readouterr().err
+    run_id = next(r.run_id for r in backend.ps() if r.sweep == sweep_id)
+    assert main(["pull", run_id, str(tmp_path / "pulled")]) == 0
+    assert json.loads((tmp_path / "pulled" / "eval" / "m.json").read_text())["accuracy"] in (3, 4)
