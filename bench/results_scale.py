@@ -7,6 +7,10 @@ Builds a throw-away $ML_AGENT_HOME with `--runs` finished runs, each with its ru
 result.json and two eval/*.json files on the data volume (what `results` reads per run),
 then times `ps --backend local`, `results --last 0` (every run: a table of 1,000 rows) and
 `results --last 0 --json`, against `ml-agent --version` (interpreter start-up, the floor).
+
+`--modal N` also reads N Modal runs (registry Dict + data volume, through the real SDK
+against the fake control plane on 127.0.0.1, so round trips cost loopback time only), one
+run at a time against `results`' thread pool, in-process.
 """
 
 from __future__ import annotations
@@ -49,11 +53,50 @@ def timed(args: list[str], env: dict[str, str], repeat: int) -> float:
     return statistics.median(times)
 
 
+def modal_side_by_side(runs: int, repeat: int) -> None:
+    from ml_agent.backends.modal.stores import RunRegistry
+    from ml_agent.cli.results import MODAL_WORKERS, gather
+    from ml_agent.contracts import RunRecord
+    from tests.fakes.modal_server import FakeModal
+
+    with tempfile.TemporaryDirectory() as tmp, FakeModal() as fake, \
+            fake.environ(str(Path(tmp) / "no-modal.toml")):
+        home = Path(tmp) / "home"
+        registry = RunRegistry()
+        for n in range(runs):
+            run_id = f"20261101-{n // 60:02d}{n % 60:02d}-{n:06x}"
+            make_run(home, run_id, result={"cost_usd": 0.1, "turns": 3},
+                     evals={"metrics": {"accuracy": n / runs}})
+            registry.put(RunRecord(run_id=run_id, backend="modal", app="ml-agent",
+                                   config="c.yaml", config_hash="h", gpu="A10",
+                                   status="succeeded", created_at=1.0, ended_at=2.0,
+                                   data_volume="sandbox-data"))
+        fake.volume_files("sandbox-data", home / "volumes" / "sandbox-data")
+        records = registry.all()
+        med = {}
+        for workers in (1, MODAL_WORKERS):
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                rows = gather(records, workers)
+                times.append(time.perf_counter() - start)
+            assert all(r.metrics for r in rows), rows[0].notes
+            med[workers] = statistics.median(times)
+    print(f"{runs} Modal runs (fake control plane on loopback), rows gathered in-process:")
+    for workers, seconds in med.items():
+        print(f"  {workers:2d} thread(s)  {seconds * 1000:7.0f} ms  "
+              f"{seconds / runs * 1000:5.1f} ms/run")
+    print(f"  ratio 1 thread / {MODAL_WORKERS}: {med[1] / med[MODAL_WORKERS]:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--modal", type=int, default=0, metavar="N")
     args = parser.parse_args()
+    if args.modal:
+        modal_side_by_side(args.modal, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         build(home, args.runs)

@@ -68,23 +68,36 @@ def _select(items: list[str], last: int, which: str = "all") -> list[RunRecord]:
     return list(chosen.values())
 
 
-def gather(records: list[RunRecord]) -> list[Row]:
+#: Modal reads are network round trips (a few per run): that many runs are read at once.
+MODAL_WORKERS = 16
+
+
+def gather(records: list[RunRecord], workers: int | None = None) -> list[Row]:
+    """One row per record, in order. Local folders are read in this thread (fast: 1,000
+    runs in ~0.3 s); with Modal runs, `workers` threads (default MODAL_WORKERS) read at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ml_agent.errors import VolumeGone
     from ml_agent.runs.gather import gather_row
     from ml_agent.runs.locate import Locator
 
     locator = Locator()
-    rows = []
-    for record in records:
+
+    def one(record: RunRecord) -> Row:
         try:
             folder = locator.folder(record)
         except VolumeGone as exc:
             row = gather_row(record, None)
             row.notes.append(str(exc))
-        else:
-            row = gather_row(record, folder)
-        rows.append(row)
-    return rows
+            return row
+        return gather_row(record, folder)
+
+    if workers is None:
+        workers = MODAL_WORKERS if any(r.backend == "modal" for r in records) else 1
+    if workers <= 1 or len(records) <= 1:
+        return [one(r) for r in records]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="results") as pool:
+        return list(pool.map(one, records))
 
 
 def _groups(records: list[RunRecord], rows: list[Row]) -> dict[str, list[Row]]:

@@ -163,6 +163,9 @@ class ModalFolder:
         self.run_id = run_id
         self.root = f"/runs/{run_id}"
         self.where = f"modal volume {volume_name}:{self.root}"
+        # Each listing is a round trip; one command reads a folder's listing several times
+        # (check, then the kind and size of each file it reads), so it is kept.
+        self._listings: dict[str, list[Entry]] = {}
 
     @classmethod
     def open(cls, volume_name: str, run_id: str) -> ModalFolder:
@@ -208,7 +211,10 @@ class ModalFolder:
         return sorted(entries, key=lambda e: e.path)
 
     def listdir(self, path: str) -> list[Entry]:
-        return self._entries(path, recursive=False)
+        key = "/".join(_parts(path))
+        if key not in self._listings:
+            self._listings[key] = self._entries(path, recursive=False)
+        return self._listings[key]
 
     def walk(self) -> Iterator[Entry]:
         yield from self._entries("", recursive=True)
