@@ -210,9 +210,12 @@ def _plot(records: list[RunRecord], metric: str, out: Path | None) -> None:
     from ml_agent.runs.plot import collect_curves, write_png
 
     locator = Locator()
-    curves, notes = collect_curves(records, metric, locator.trackio_dir)
-    for note in notes:
-        err_console().print(f"note: {note}", highlight=False, markup=False)
+    try:
+        curves, notes = collect_curves(records, metric, locator.trackio_dir)
+    finally:
+        locator.close()
+    for note in [*locator.notes, *notes]:
+        err_console().print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     if not curves:
         raise MlAgentError(
             f"no curve of {metric!r} in the trackio databases of these {len(records)} run(s)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from ml_agent.contracts import RunRecord, ml_agent_home
@@ -36,6 +38,15 @@ class Locator:
     def __init__(self, home: Path | None = None) -> None:
         self.home = home or ml_agent_home()
         self._modal: dict[str, ModalFolder | VolumeGone] = {}
+        self._trackio: dict[str, Path | None] = {}
+        self._tmp: Path | None = None
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        """Remove the local copies of Modal trackio databases."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def folder(self, record: RunRecord) -> RunFolder:
         """The run folder (VolumeGone when its volume is unknown or gone)."""
@@ -64,12 +75,55 @@ class Locator:
         return ModalFolder(cached.volume, record.data_volume, record.run_id)
 
     def trackio_dir(self, record: RunRecord) -> Path | None:
-        """The host folder of a local run's trackio volume (None: none, or not local)."""
-        if record.backend != "local":
-            return None
+        """A folder on this machine holding the run's trackio databases: a local run's
+        trackio volume, or a private copy of a Modal run's (None: none known)."""
+        if record.backend == "modal":
+            name = record.trackio_volume
+            if not name:
+                return None
+            if name not in self._trackio:
+                self._trackio[name] = self._copy_modal_trackio(name)
+            return self._trackio[name]
         name = record.trackio_volume
         if name is None:
             plan = _launch(record, self.home).get("plan", {})
             key = (plan.get("syncer") or {}).get("volume")
             return local_volume(record, None, key, self.home) if key else None
         return local_volume(record, name, "", self.home)
+
+    def _copy_modal_trackio(self, name: str) -> Path | None:
+        """Copy the databases (`<project>.db` and its `-wal`) at the root of a Modal trackio
+        volume into a private folder; the snapshot that reads them trusts them no more than
+        the volume (links and oversized files are not copied)."""
+        import modal
+        from modal.exception import NotFoundError
+        from modal.types import FileEntryType
+
+        from ml_agent.syncer.snapshot import MAX_DB_BYTES
+
+        volume = modal.Volume.from_name(name)
+        try:
+            entries = volume.listdir("/")
+        except NotFoundError:
+            self.notes.append(f"trackio volume {name!r} is gone; its curves are not plotted")
+            return None
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="ml-agent-trackio-"))
+        folder = self._tmp / name
+        folder.mkdir(mode=0o700)
+        for entry in entries:
+            base = entry.path.strip("/")
+            if "/" in base or not base.endswith((".db", ".db-wal")):
+                continue
+            if entry.type != FileEntryType.FILE or entry.size > MAX_DB_BYTES:
+                self.notes.append(f"{name}:{base} skipped (not a regular file, or over "
+                                  f"{MAX_DB_BYTES} bytes)")
+                continue
+            total = 0
+            with open(folder / base, "wb") as out:
+                for chunk in volume.read_file(base):
+                    total += len(chunk)
+                    if total > MAX_DB_BYTES:
+                        break
+                    out.write(chunk)
+        return folder

@@ -71,3 +71,34 @@ def test_pull_of_a_modal_run_whose_volume_is_gone(fake_modal, tmp_path, capsys):
     assert main(["pull", RUN, str(tmp_path / "here")]) == 1
     err = capsys.readouterr().err
     assert "the data volume of run" in err and "deleted-volume" in err and "gone" in err
+
+
+def test_plot_of_modal_runs_reads_their_trackio_volume(fake_modal, tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    import subprocess
+    import sys
+
+    from ml_agent.backends.modal.stores import RunRegistry
+    from tests.cli.test_results_plot import LOG
+
+    trackio = tmp_path / "trackio"
+    trackio.mkdir()
+    other = "20261126-0316-bbbbbb"
+    subprocess.run([sys.executable, "-c", LOG, RUN, other], check=True, capture_output=True,
+                   env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+                        "TRACKIO_DIR": str(trackio), "HF_HOME": str(tmp_path / "hf")},
+                   timeout=120)
+    os.symlink("/etc/passwd", trackio / "planted.db")
+    fake_modal.volume_files("sandbox-trackio", trackio)
+    for run_id in (RUN, other):
+        RunRegistry().put(RunRecord(
+            run_id=run_id, backend="modal", app="ml-agent", config="c.yaml", config_hash="h",
+            gpu=None, status="succeeded", created_at=1.0, data_volume="sandbox-data",
+            trackio_volume="sandbox-trackio"))
+    out = tmp_path / "acc.png"
+    assert main(["results", RUN, other, "--plot", "acc", "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "2 curve(s) of acc" in said.out and "planted.db skipped" in said.err
+    assert out.read_bytes()[:4] == b"\x89PNG"
