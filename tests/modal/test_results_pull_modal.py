@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
+import pytest
+
+from ml_agent.backends.modal.stores import RunRegistry
 from ml_agent.cli import main
 from ml_agent.contracts import RunRecord
+from tests.cli.test_results_plot import LOG
 
 RUN = "20261126-0315-a1b2c3"
 
 
 def put_run(run_id: str, *, data_volume: str | None = "sandbox-data") -> None:
-    from ml_agent.backends.modal.stores import RunRegistry
-
     RunRegistry().put(RunRecord(
         run_id=run_id, backend="modal", app="ml-agent", config="configs/a10.yaml",
         config_hash="h", gpu="A10", status="succeeded", created_at=time.time() - 300,
@@ -74,15 +78,7 @@ def test_pull_of_a_modal_run_whose_volume_is_gone(fake_modal, tmp_path, capsys):
 
 
 def test_plot_of_modal_runs_reads_their_trackio_volume(fake_modal, tmp_path, capsys):
-    import pytest
-
     pytest.importorskip("matplotlib")
-    import subprocess
-    import sys
-
-    from ml_agent.backends.modal.stores import RunRegistry
-    from tests.cli.test_results_plot import LOG
-
     trackio = tmp_path / "trackio"
     trackio.mkdir()
     other = "20261126-0316-bbbbbb"
