@@ -69,9 +69,13 @@ class Redactor:
         """A message about a recorded value at its own key: long values replaced, and a
         quoted short one too; hints derived from the value ("did you mean ...") dropped."""
         message = _HINT.sub("", self.text(message))
-        return _QUOTED.sub(
-            lambda m: self.shown.get(m.group(0)[1:-1].strip().casefold(), m.group(0)), message
-        )
+
+        def name(m: re.Match[str]) -> str:
+            quote, inner = m.group(0)[0], m.group(0)[1:-1]
+            shown = self.shown.get(inner.strip().casefold())
+            return m.group(0) if shown is None else quote + shown + quote
+
+        return _QUOTED.sub(name, message)
 
 
 def scrub(message: str) -> str:
