@@ -183,7 +183,11 @@ def up(
     sets: list[str] = Sets,
     backend: str = typer.Option(None, "--backend", help="modal | local (overrides `backend:`)."),
     allow: list[str] = typer.Option(  # noqa: B008 - the project tree rule: ml_agent.config.tree
-        [], "--allow-outside", metavar="PATH", help="Let extends: and src: name files in PATH."
+        [],
+        "--allow-outside",
+        metavar="PATH",
+        help="Let extends: and src: name files in PATH, outside the project tree (also "
+        "$ML_AGENT_ALLOW_OUTSIDE).",
     ),
 ) -> None:
     from ml_agent.config import load_config

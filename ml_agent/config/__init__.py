@@ -35,7 +35,6 @@ def _check(
 ) -> tuple[LaunchConfig | None, Source | None, list[Diagnostic]]:
     from pydantic import ValidationError
 
-    from ml_agent.config import redact
     from ml_agent.config.loader import LoadFailed, load_source
     from ml_agent.config.messages import Diagnostic, KeyPath, from_validation_error, in_file_order
     from ml_agent.config.models import LaunchConfig
@@ -46,6 +45,10 @@ def _check(
     try:
         source = load_source(path, overrides, env, allow)
     except LoadFailed as exc:
+        if not exc.outside:
+            return None, None, exc.diagnostics
+        from ml_agent.config import redact
+
         return None, None, redact.diagnostics(exc.diagnostics, redact.Redactor(), (), exc.outside)
     diags = list(source.problems)
 
@@ -67,8 +70,11 @@ def _check(
         diags += from_validation_error(exc, source, LaunchConfig)
     if diags:
         config = None
-    shown = redact.Redactor(source.shown)
-    diags = redact.diagnostics(diags, shown, source.tainted, source.outside)
+        if source.shown or source.outside:  # never print a value from env or outside
+            from ml_agent.config import redact
+
+            shown = redact.Redactor(source.shown)
+            diags = redact.diagnostics(diags, shown, source.tainted, source.outside)
     return config, source, in_file_order(diags, source.files)
 
 

@@ -414,8 +414,8 @@ def load_source(
     outside: set[str] = set()
     tree = Tree.of(display, allow)
     real = realpath(file)
-    if not tree.admits(real):  # a symlink to a file elsewhere
-        diag = Diagnostic(display, 0, 0, (), tree.refusal("the file this symlink points to"))
+    if not tree.admits(real):  # a symlink (or in a symlinked folder) to a file elsewhere
+        diag = Diagnostic(display, 0, 0, (), tree.refusal("this file, through a symlink,"))
         raise LoadFailed([diag])
     try:
         doc = _load_chain(file, display, real, (), files, folders, tree, outside)

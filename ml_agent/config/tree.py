@@ -24,16 +24,17 @@ FLAG_HELP = (
 _folders: dict[str, tuple[int, int, str]] = {}  # folder as written -> (dev, inode, real path)
 
 
-def realpath(path: str | os.PathLike[str]) -> str:
+def realpath(path: str | os.PathLike[str], _hops: int = 0) -> str:
     """os.path.realpath, with each folder's real path worked out once (configs come in
     folders; realpath costs a stat per component). The folder is taken as written, never
     normalised first: `link/..` is the parent of the link's target, as the OS opens it.
-    Its identity is checked on every use, so a symlink pointed elsewhere since is noticed."""
+    Its identity is checked on every use, so a symlink pointed elsewhere since is noticed;
+    a final component that is a symlink is followed (through the same cache)."""
     path = os.fspath(path)
     if not os.path.isabs(path):
         path = os.path.join(os.getcwd(), path)
     folder, name = os.path.split(path)
-    if name in ("", ".", "..") or os.path.islink(path):
+    if name in ("", ".", "..") or _hops > 32:  # 32: deeper is a loop, let the OS say so
         return os.path.realpath(path)
     try:
         st = os.stat(folder)
@@ -44,23 +45,42 @@ def realpath(path: str | os.PathLike[str]) -> str:
         known = (st.st_dev, st.st_ino, os.path.realpath(folder))
         if len(_folders) < 256:
             _folders[folder] = known
-    return os.path.join(known[2], name)
+    real = os.path.join(known[2], name)
+    try:
+        target = os.readlink(real)
+    except OSError:  # not a link (or not there): it is what it is
+        return real
+    return realpath(os.path.join(known[2], target), _hops + 1)
 
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+_roots: dict[str, str] = {}  # a config's folder (absolute, as named) -> its project tree
+
+
 def project_root(folder: str) -> str:
-    """The project tree of a config in `folder` (a real path): see the module docstring.
-    (Not cached: a stat per level, a few microseconds per config.)"""
+    """The project tree (a real path) of a config in `folder`: see the module docstring.
+
+    The walk up is over the folder as named, not its target: a symlinked folder inside a
+    project (`configs/shared -> ~/secrets`) stays in that project, so the files it leads
+    to are outside. Worked out once per folder and process (validate reads folders of
+    configs); a found tree is checked to still hold its .git on every use.
+    """
+    root = _roots.get(folder)
+    if root is not None and (root == folder or os.path.lexists(os.path.join(root, ".git"))):
+        return realpath(root)
     here = folder
     while not os.path.lexists(os.path.join(here, ".git")):
         parent = os.path.dirname(here)
         if parent == here:
-            return folder
+            here = folder
+            break
         here = parent
-    return here
+    if len(_roots) < 256:
+        _roots[folder] = here
+    return realpath(here)
 
 
 _shipped: list[str] = []
@@ -85,12 +105,12 @@ class Tree:
 
     @classmethod
     def of(cls, config: str | os.PathLike[str], allow: Iterable[str] | None = None) -> Tree:
-        """The tree of the config file `config` (the folder it is in, as named: a config
-        that is a symlink does not bring its target's folder in). `allow`: the folders
-        given with --allow-outside, besides those in ML_AGENT_ALLOW_OUTSIDE."""
+        """The tree of the config file `config`, found from the folder it is in as named (a
+        config that is a symlink, or in a symlinked folder, does not bring its target's
+        folder in). `allow`: the folders given with --allow-outside, besides those in
+        ML_AGENT_ALLOW_OUTSIDE."""
         paths = [*(allow or ()), *os.environ.get(ENV, "").split(os.pathsep)]
-        folder = os.path.dirname(os.path.join(os.getcwd(), os.fspath(config)))
-        root = project_root(realpath(folder))
+        root = project_root(os.path.dirname(os.path.abspath(config)))
         return cls(root, [os.path.realpath(os.path.expanduser(p)) for p in paths if p])
 
     def inside(self, real: str) -> bool:

@@ -264,3 +264,15 @@ def test_plan_takes_allow_outside(hostile: Hostile, capsys: pytest.CaptureFixtur
     code, out, _ = run(capsys, "plan", "--allow-outside", str(hostile.secrets), str(config))
     assert code == 0
     assert f"{hostile.secrets}/skills -> /s" in out
+
+
+def test_up_refuses_a_hostile_config_before_launching_and_takes_the_flag(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "up", "configs/dotdot.yaml", "--task", "hi", "--detach")
+    assert code == 1 and leaked(out + err) == []
+    assert "configs/dotdot.yaml:1:10: extends:" in err and "--allow-outside" in err
+    allow = ("--allow-outside", str(hostile.secrets))
+    code, out, err = run(capsys, "up", *allow, "configs/dotdot.yaml", "--task", "hi", "--detach")
+    assert code == 1 and leaked(out + err) == []
+    assert "not text" in err  # read (allowed), and still not quoted

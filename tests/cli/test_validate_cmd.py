@@ -316,3 +316,17 @@ def test_the_allow_outside_variable_is_the_flag_for_ci(
     assert run(capsys, "configs/src_dir.yaml")[0] == 1
     monkeypatch.setenv("ML_AGENT_ALLOW_OUTSIDE", f"/nowhere{os.pathsep}{hostile.secrets}")
     assert run(capsys, "configs/src_dir.yaml") == (0, "", "1 file valid\n")
+
+
+@pytest.mark.parametrize(
+    "paths", [["configs"], ["configs/**/*.yaml"], ["configs/shared/leak.yaml"]]
+)
+def test_a_folder_symlinked_into_the_project_leads_nowhere(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str], paths: list[str]
+) -> None:
+    for fmt in ("text", "json", "github"):
+        code, out, err = run(capsys, "-f", fmt, *paths)
+        assert code == 1
+        assert leaked(out + err) == []
+    _, out, _ = run(capsys, "configs/shared/leak.yaml")
+    assert out.startswith("configs/shared/leak.yaml: this file, through a symlink, is outside")

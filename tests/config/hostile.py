@@ -73,6 +73,8 @@ class Hostile:
         (secrets / "anthropic-secret.env").write_text(f"ANTHROPIC_API_KEY={DECOY_KEY}\n")
         (secrets / "creds.json").write_text(f'{{"token": "{DECOY_JSON}"}}\n')
         (secrets / "agent.py").write_text(f"KEY = {DECOY_KEY!r}\n")
+        # reached by a glob through configs/shared: its error would quote the value
+        (secrets / "leak.yaml").write_text(f"app: 'bad name {DECOY_KEY}'\n")
         (configs / "good.yaml").write_text(GOOD)
         (configs / "link.json").symlink_to("../../secrets/creds.json")
         (configs / "shared").symlink_to("../../secrets", target_is_directory=True)

@@ -49,17 +49,22 @@ def test_realpath_resolves_a_links_dotdot_as_the_os_does(tmp_path: Path) -> None
     )
 
 
-def test_without_git_a_config_cannot_extend_a_file_in_the_folder_above(tmp_path: Path) -> None:
+@pytest.mark.parametrize("git", [False, True])
+def test_without_git_a_config_cannot_extend_a_file_in_the_folder_above(
+    tmp_path: Path, git: bool
+) -> None:
     (tmp_path / "base.yaml").write_text(GOOD)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "top.yaml").write_text("extends: ../base.yaml\n")
+    if git:  # both are one project
+        (tmp_path / ".git").mkdir()
+        assert messages(tmp_path / "sub" / "top.yaml") == []
+        return
     (got,) = messages(tmp_path / "sub" / "top.yaml")
     assert (
         f"sub/top.yaml:1:10: extends: '../base.yaml' is outside the project tree {tmp_path}/sub"
         in got
     )
-    (tmp_path / ".git").mkdir()  # now both are one project
-    assert messages(tmp_path / "sub" / "top.yaml") == []
 
 
 def test_an_outside_path_is_refused_before_it_is_looked_at(tmp_path: Path) -> None:
