@@ -35,7 +35,7 @@ def _check(
 ) -> tuple[LaunchConfig | None, Source | None, list[Diagnostic]]:
     from pydantic import ValidationError
 
-    from ml_agent.config.loader import LoadFailed, load_source
+    from ml_agent.config.loader import SET_FILE, LoadFailed, load_source
     from ml_agent.config.messages import Diagnostic, KeyPath, from_validation_error, in_file_order
     from ml_agent.config.models import LaunchConfig
     from ml_agent.config.origins import anchor
@@ -53,10 +53,11 @@ def _check(
     diags = list(source.problems)
 
     def admit(at: KeyPath, text: str, folder: str) -> bool:
-        """A `src:` stays in the project tree: a host folder is never bound by accident."""
-        if source.tree.admits(realpath(local_path(folder, text))):
-            return True
+        """A `src:` of a config stays in the project tree: a host folder is never bound by
+        accident. One given with --set is the command line's: whoever runs it chose it."""
         loc = source.value_loc(at)
+        if loc.file == SET_FILE or source.tree.admits(realpath(local_path(folder, text))):
+            return True
         diags.append(Diagnostic(*loc, at, source.tree.refusal(repr(text))))
         source.poisoned.add(at)  # the model's view of the refused value is no news
         return False

@@ -81,10 +81,13 @@ def test_shipped_configs_can_be_extended_from_anywhere(tmp_path: Path) -> None:
     assert messages(tmp_path / "mine.yaml") == []
 
 
-def test_a_src_from_set_follows_the_same_rule(tmp_path: Path) -> None:
+def test_a_src_given_on_the_command_line_is_the_operators_choice(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(GOOD)
-    (got,) = messages(tmp_path / "c.yaml", "image.layers=[{dir: {src: /etc, dest: /e}}]")
-    assert got.startswith("--set:1:") and "'/etc' is outside the project tree" in got
+    assert messages(tmp_path / "c.yaml", "image.layers=[{dir: {src: /etc, dest: /e}}]") == []
+    layers = "image: {python: '3.11', layers: [{dir: {src: /etc, dest: /e}}]}"
+    (tmp_path / "d.yaml").write_text(GOOD.replace("image: {python: '3.11'}", layers))
+    (got,) = messages(tmp_path / "d.yaml")
+    assert "'/etc' is outside the project tree" in got
 
 
 def test_allowed_folders_come_from_the_argument_and_the_variable(
