@@ -182,6 +182,13 @@ def up(
     detach: bool = typer.Option(False, "--detach", "-d", help="Print the run id and return."),
     sets: list[str] = Sets,
     backend: str = typer.Option(None, "--backend", help="modal | local (overrides `backend:`)."),
+    allow: list[str] = typer.Option(  # noqa: B008 - the project tree rule: ml_agent.config.tree
+        [],
+        "--allow-outside",
+        metavar="PATH",
+        help="Let extends: and src: name files in PATH, outside the project tree (also "
+        "$ML_AGENT_ALLOW_OUTSIDE).",
+    ),
 ) -> None:
     from ml_agent.config import load_config
     from ml_agent.contracts import CONFIGS_DIR, new_run_id
@@ -191,7 +198,7 @@ def up(
         raise typer.BadParameter(f"unknown backend {backend!r}: use modal or local")
     path = config or str(CONFIGS_DIR / "local.yaml")
     overrides = [*sets, *([f"backend={backend}"] if backend else [])]
-    plan = build_plan(load_config(path, overrides), path).for_launch(new_run_id())
+    plan = build_plan(load_config(path, overrides, allow=allow), path).for_launch(new_run_id())
     runner = _backend(plan.backend)
     err = _err()
     if task is None and not detach and not sys.stdin.isatty():
