@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, Final
+from typing import Any, Final, Protocol
 
 # -- Launcher -> agent environment ---------------------------------------------------------
 # The only way settings reach agent/agent.py. Name -> what it holds.
@@ -74,10 +74,18 @@ class ProtocolError(ValueError):
     """A line that is not a valid protocol message."""
 
 
+class LineSink(Protocol):
+    """Where the Emitter writes: a text stream, or anything with its write and flush."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class Emitter:
     """Writes numbered events as JSON lines; one per run so that `seq` never repeats."""
 
-    def __init__(self, stream: IO[str], *, start: int = 0) -> None:
+    def __init__(self, stream: LineSink, *, start: int = 0) -> None:
         self._stream = stream
         self.seq = start
 
