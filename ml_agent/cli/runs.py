@@ -40,7 +40,8 @@ Examples:
     ml-agent up configs/a10.yaml --detach --set sandbox.timeout=4h
 """
 
-Sets = typer.Option([], "--set", help="Override a config value: dotted.key=value (repeatable).")
+Sets = typer.Option([], "--set", metavar="KEY=VALUE",
+                    help="Override a config value: dotted.key=value (repeatable).")
 
 
 def register(app: typer.Typer) -> None:
@@ -217,17 +218,20 @@ def _progress_to_terminal(backend: Backend, run_id: str) -> Iterator[None]:
 
 def up(
     config: str = typer.Argument(None, help="Config file; default: the shipped local.yaml."),
-    task: str = typer.Option(None, "--task", "-t", help="Run this task one-shot, then exit."),
+    task: str = typer.Option(None, "--task", "-t", metavar="TEXT",
+                             help="Run this task one-shot, then exit."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Print the run id and return."),
     sets: list[str] = Sets,
-    backend: str = typer.Option(None, "--backend", help="modal | local (overrides `backend:`)."),
+    backend: str = typer.Option(None, "--backend", metavar="modal|local",
+                                help="Overrides the config's `backend:`."),
 ) -> None:
     from ml_agent.config import load_config
     from ml_agent.contracts import CONFIGS_DIR, new_run_id
     from ml_agent.plan import build_plan
 
     if backend not in (None, "modal", "local"):
-        raise typer.BadParameter(f"unknown backend {backend!r}: use modal or local")
+        raise typer.BadParameter(f"choose modal or local (got {backend!r})",
+                                 param_hint="'--backend'")
     path = config or str(CONFIGS_DIR / "local.yaml")
     overrides = [*sets, *([f"backend={backend}"] if backend else [])]
     plan = build_plan(load_config(path, overrides), path).for_launch(new_run_id())
@@ -243,8 +247,10 @@ def up(
         except KeyboardInterrupt:
             err.print("interrupted: nothing is running")
             raise typer.Exit(130) from None
+    from rich.markup import escape
+
     for warning in getattr(runner, "warnings", []):
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if detach:
         _console().print(record.run_id, highlight=False)
         err.print(
@@ -507,7 +513,8 @@ def _all_records(which: str) -> list[RunRecord]:
 
 def ps(
     as_json: bool = typer.Option(False, "--json", help="One JSON array of run records."),
-    backend: str = typer.Option("all", "--backend", help="all | local | modal."),
+    backend: str = typer.Option("all", "--backend", metavar="all|local|modal",
+                                help="Which registries to list."),
 ) -> None:
     """Live and finished runs, newest first: status, config, GPU, age, cost so far.
 

@@ -99,10 +99,9 @@ def run(paths: Sequence[str], fmt: str = "text", overrides: Sequence[str] = ()) 
 
 
 def _usage(message: str) -> int:
-    sys.stderr.write(
-        f"error: {message}\nUsage: ml-agent validate [--format text|json|github] "
-        "[--set KEY=VALUE]... PATH...\nTry 'ml-agent validate --help'.\n"
-    )
+    from ml_agent.cli.output import usage_line
+
+    sys.stderr.write(usage_line("ml-agent validate", message) + "\n")
     return USAGE_EXIT
 
 
