@@ -64,6 +64,10 @@ class LocalBackend:
         envfiles.proxy_key(self.home, plan.proxy.secret, plan.proxy.upstream, os.environ)
         for name in plan.sandbox.secrets:
             envfiles.read_secret(self.home, name)
+        if plan.syncer.enabled:
+            token, why_not = envfiles.syncer_token(self.home, plan.syncer.secret)
+            if token is None:
+                self.warnings.append(f"{why_not}; the metrics stay in the trackio volume")
         if plan.sandbox.network.mode == "allowlist":
             self.warnings.append(
                 "sandbox.network allowlist cannot be enforced by the local backend: the "
