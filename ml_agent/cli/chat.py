@@ -73,8 +73,7 @@ class Renderer:
             if self.one_shot:
                 return
             self.print(f"[dim]── {self.clean(event.get('status', 'done'))}{_cost(event)}[/]")
-        elif kind == protocol.RESULT:
-            self.summary(event)
+        # RESULT: nothing here; the caller prints `summary` once the run's end is done
         elif kind == protocol.ERROR:
             self.print(f"[bold red]error:[/] {self.clean(event.get('message', ''))}")
 

@@ -142,10 +142,12 @@ def test_a_task_run_ends_with_one_summary_line_and_where_its_results_are(env, te
     home = Path(env["ML_AGENT_HOME"])
     term = terminal([*_up_args(home), "--task", "hello"], env, ROOT)
     term.expect("did: hello")
+    term.expect("outputs:")  # the last line: everything before it is on the screen
     assert term.close() == 0
     run_id = next(p.name for p in (home / "runs").iterdir())
     folder = home / "volumes" / "sandbox-data" / "runs" / run_id
     out = " ".join(_plain(term.seen).split())  # the terminal may wrap long lines
     assert out.count(f"run {run_id} succeeded · $0.2500 · 1 turns · 0.2 s") == 1
+    assert out.count("succeeded") == 1  # one summary line: no second one, for the turn or run
     assert "──" not in out  # the turn's end is not a second summary
     assert f"results: {folder}/result.json" in out.replace(" ", "").replace("results:", "results: ")
