@@ -339,7 +339,9 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
         if last == 0:  # the agent is still starting (its Claude CLI): say so until it speaks
             activity.start("waiting for the agent to start")
         prompted = False
-        while result is None:
+        # Until the stream ends, also after the result: the run's end (status recorded, the
+        # final metric sync) follows the agent's result, and `ps` right after must see it.
+        while True:
             if keys is not None and state.waiting and not prompted and not state.one_shot:
                 activity.stop()
                 _console().print("[bold]you>[/] ", end="")
@@ -390,6 +392,9 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
                 result = item if item["type"] == protocol.RESULT else result
                 if item["type"] == protocol.TOOL_USE:
                     activity.start(f"{item.get('name', 'tool')} running")
+                if result is not None and keys is not None:
+                    keys = None  # nothing to say to a run that has ended
+                    activity.start("ending the run")
                 try:
                     item = events.get_nowait()
                 except queue.Empty:
