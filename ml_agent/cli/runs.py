@@ -6,6 +6,7 @@ Heavy imports (backends, Rich) happen inside the commands, so `--help` stays fas
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -131,11 +132,18 @@ def where(record: RunRecord) -> dict[str, Any]:
 
 def _data_volume_name(record: RunRecord) -> str | None:
     """The data volume of a Modal run, from its config (the registry does not record it)."""
+    return _config_data_volume(record.config)
+
+
+@functools.cache
+def _config_data_volume(config: str) -> str | None:
+    """One load per config file, however many runs `ps --json` lists; None when the config
+    is gone or no longer valid."""
     from ml_agent.config import load_config
     from ml_agent.plan import build_plan
 
     try:
-        return build_plan(load_config(record.config), record.config).data_volume.name
+        return build_plan(load_config(config), config).data_volume.name
     except (MlAgentError, OSError):
         return None
 

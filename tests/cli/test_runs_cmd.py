@@ -70,3 +70,15 @@ def test_a_unique_prefix_is_enough_and_an_ambiguous_one_lists_the_runs(home: Pat
     )
     out = cli(home, "logs", "nope")
     assert out.returncode == 1 and out.stderr == "error: no run 'nope' (see `ml-agent ps`)\n"
+
+
+def test_a_modal_run_folder_is_named_by_its_volume_and_path() -> None:
+    from ml_agent.cli.runs import where
+    from ml_agent.contracts import CONFIGS_DIR
+
+    record = RunRecord(run_id=IDS[0], backend="modal", app="ml-agent",
+                       config=str(CONFIGS_DIR / "a10.yaml"), config_hash="c", gpu="A10",
+                       status="running", created_at=time.time())
+    assert where(record) == {"volume": "sandbox-data", "path": f"runs/{IDS[0]}"}
+    gone = RunRecord(**{**record.to_dict(), "config": "/nowhere/gone.yaml"})
+    assert where(gone) == {"volume": None, "path": f"runs/{IDS[0]}"}
