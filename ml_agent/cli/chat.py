@@ -77,7 +77,6 @@ class Renderer:
         elif kind == protocol.ERROR:
             self.print(f"[bold red]error:[/] {self.clean(event.get('message', ''))}")
 
-
     def summary(self, event: dict[str, Any], run_id: str = "", by_user: bool = False) -> None:
         """The one line that ends a run: status, cost, turns, the run's duration."""
         status = str(event.get("status", ""))
