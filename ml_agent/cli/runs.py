@@ -340,7 +340,8 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
                 events.put(exc)
             events.put(None)
 
-        if result is None:
+        following = result is None  # a replay that holds the result: the run is over
+        if following:
             threading.Thread(target=pump, daemon=True, name="events").start()
         if keys is not None and result is None:
             _err().print(f"[dim]{chat.KEYS_HELP_TASK if state.one_shot else chat.KEYS_HELP}[/]")
@@ -349,7 +350,7 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
         prompted = False
         # Until the stream ends, also after the result: the run's end (status recorded, the
         # final metric sync) follows the agent's result, and `ps` right after must see it.
-        while True:
+        while following:
             if keys is not None and state.waiting and not prompted and not state.one_shot:
                 activity.stop()
                 _console().print("[bold]you>[/] ", end="")
