@@ -116,8 +116,10 @@ def test_up_task_runs_the_whole_chain(home, fake, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "Trained; the metric is logged." in proc.stdout
-    assert "▸ Bash" in proc.stdout and "run succeeded" in proc.stdout
-    _check_run(home, env, fake, output)
+    assert "▸ Bash" in proc.stdout
+    run_id = _check_run(home, env, fake, output)
+    assert f"run {run_id} succeeded · $" in proc.stdout  # one summary line, then where it is
+    assert f"results: {home}/volumes/sandbox-data/runs/{run_id}/result.json" in proc.stderr
 
 
 def test_up_detach_then_attach(home, fake, tmp_path):

@@ -31,10 +31,12 @@ SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORE
 PLAN_HELP = """Show what `up` would launch, without launching it (no network, no Modal account).
 
 Image layers, volumes, env, secrets, GPU and timeouts, proxy and syncer, the Modal calls
-`up` makes, the worst-case cost, and what can only be checked at launch.
+`up` makes, the worst-case cost, and what can only be checked at launch. With no CONFIG,
+the shipped `configs/local.yaml`, as for `up`.
 
 Examples:
 
+    ml-agent plan
     ml-agent plan configs/a10.yaml
     ml-agent plan configs/a10.yaml --set sandbox.gpu=H100:2 --set sandbox.timeout=4h
     ml-agent plan configs/local.yaml --json > plan.json
@@ -418,7 +420,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plan", help=PLAN_HELP)
     def plan_cmd(
-        config: str = typer.Argument(..., metavar="CONFIG", help="The config file."),
+        config: str = typer.Argument(
+            None, metavar="CONFIG", help="The config file; default: the shipped local.yaml."
+        ),
         overrides: list[str] = typer.Option(  # noqa: B008 - Typer's declaration style
             [], "--set", metavar="KEY=VALUE", help="Override a value (parsed as YAML)."
         ),
@@ -430,11 +434,12 @@ def register(app: typer.Typer) -> None:
             [], tree.FLAG, metavar="PATH", help=tree.FLAG_HELP
         ),
     ) -> None:
-        if backend not in (None, "modal", "local"):
-            from ml_agent.cli.output import print_error
+        from ml_agent.contracts import CONFIGS_DIR
 
-            print_error(f"--backend: choose modal or local (got {backend!r})")
-            raise typer.Exit(2)
+        if backend not in (None, "modal", "local"):
+            raise typer.BadParameter(f"choose modal or local (got {backend!r})",
+                                     param_hint="'--backend'")
+        config = config or str(CONFIGS_DIR / "local.yaml")
         real, redactor = _plan_and_redactor(config, overrides, backend, allow)
         plan = shown_plan(real, redactor)
         redactor = redactor.without(_public(real))

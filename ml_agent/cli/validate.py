@@ -111,11 +111,9 @@ def run(
 
 
 def _usage(message: str) -> int:
-    sys.stderr.write(
-        f"error: {message}\nUsage: ml-agent validate [--format text|json|github] "
-        "[--set KEY=VALUE]... [--allow-outside PATH]... PATH...\n"
-        "Try 'ml-agent validate --help'.\n"
-    )
+    from ml_agent.cli.output import usage_line
+
+    sys.stderr.write(usage_line("ml-agent validate", message) + "\n")
     return USAGE_EXIT
 
 

@@ -4,7 +4,7 @@ The hot path is a raw ASGI callable (`AnthropicProxy`): httpx requests and respo
 a pooled lean HTTP/1.1 transport (wire.py), the raw body bytes relayed as they arrive
 (never buffered or decoded; what one socket read brings leaves in one write), usage read
 on the side (metering.py). `create_app` wraps it in a Starlette app whose lifespan closes
-the upstream connections. Security model: README, section "The Anthropic proxy".
+the upstream connections. Security model: docs/security.md, section "The proxy".
 """
 
 from __future__ import annotations

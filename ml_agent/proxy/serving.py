@@ -30,11 +30,13 @@ def _config(app: Any, **kwargs: Any) -> Any:
     )
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve `app` until SIGINT/SIGTERM (used by `ml-agent proxy serve`)."""
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8080,
+          sock: socket.socket | None = None) -> None:
+    """Serve `app` until SIGINT/SIGTERM (used by `ml-agent proxy serve`); on `sock` when given
+    (bound by the caller, who has said what a busy port means)."""
     import uvicorn
 
-    uvicorn.Server(_config(app, host=host, port=port)).run()
+    uvicorn.Server(_config(app, host=host, port=port)).run(sockets=[sock] if sock else None)
 
 
 class ServerThread:

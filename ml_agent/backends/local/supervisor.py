@@ -255,14 +255,9 @@ class Supervisor:
         plan = self.plan.syncer
         if not plan.enabled:
             return None
-        if not plan.secret or not envfiles.has_secret(self.home, plan.secret):
-            where = envfiles.secret_path(self.home, plan.secret) if plan.secret else "a secret"
-            self.log(f"syncer skipped: no HF token ({where} with HF_TOKEN=...)")
-            return None
-        token = envfiles.read_secret(self.home, plan.secret).get("HF_TOKEN")
-        if not token:
-            where = envfiles.secret_path(self.home, plan.secret)
-            self.log(f"syncer skipped: {where} has no HF_TOKEN")
+        token, why_not = envfiles.syncer_token(self.home, plan.secret)
+        if token is None:
+            self.log(why_not)
             return None
         from ml_agent.syncer import SyncerSettings, SyncerThread, TrackioUploader, build_syncer
 
