@@ -23,7 +23,7 @@ import anyio.to_thread
 import httpx
 
 from ml_agent.contracts import TokenStore, UsageSink, hash_token
-from ml_agent.proxy import auth, paths
+from ml_agent.proxy import auth, budget, paths
 from ml_agent.proxy.errors import send_error, sse_error_event
 from ml_agent.proxy.metering import Meter, decoders
 from ml_agent.proxy.wire import Http11Transport
@@ -48,6 +48,12 @@ DROP_REQUEST = HOP_BY_HOP | frozenset(
     b"x-forwarded-for x-forwarded-host x-forwarded-proto x-real-ip".split()
 )
 PATH_ERROR = {403: "permission_error", 404: "not_found_error", 405: "invalid_request_error"}
+# Recording usage is retried (a modal.Dict call can fail transiently), then kept in memory,
+# counted against the budget and added to the next record.
+RECORD_TRIES = 3
+RECORD_BACKOFF = 0.1  # seconds, x4 per try
+#: Called with (status, error type, message) when the upstream refuses the key (401/403).
+AuthErrorCallback = Callable[[int, str, str], None]
 
 
 class AnthropicProxy:
@@ -71,6 +77,7 @@ class AnthropicProxy:
         token_ttl: float = 30.0,
         bad_token_limit: int = 20,
         bad_token_window: float = 60.0,
+        on_upstream_auth_error: AuthErrorCallback | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -90,6 +97,8 @@ class AnthropicProxy:
         self.tokens = auth.TokenCache(tokens, clock, ttl=token_ttl)
         self.limiter = auth.BadTokenLimiter(clock, bad_token_limit, bad_token_window)
         self._usage_inline = bool(getattr(usage, "nonblocking", False))
+        self.ledger = budget.Ledger()
+        self.on_upstream_auth_error = on_upstream_auth_error
         self._totals: dict[str, dict[str, float]] = {}
         self._encodings = set(decoders()) | {"identity"}
         self._urls: dict[tuple[str, bytes], httpx.URL] = {}
@@ -164,23 +173,66 @@ class AnthropicProxy:
             await send_error(send, PATH_ERROR[exc.status], str(exc), status=exc.status)
             return
 
-        # How much: the run's budget.
-        if record.budget_usd is not None:
-            spent = (await self._run_totals(record.run_id)).get("cost_usd", 0.0)
-            if spent >= record.budget_usd:
-                log.info("refused: run %s is over budget", record.run_id)
-                await send_error(
-                    send, "billing_error",
-                    f"ml-agent proxy: run {record.run_id} has used ${spent:.4f} of its "
-                    f"${record.budget_usd:g} budget (proxy.budget_usd); no more requests "
-                    "are forwarded for this run",
-                )
-                return
+        # How much: the run's budget (spent already: refused before the body is read).
+        run_id, limit = record.run_id, record.budget_usd
+        if limit is not None and await self._spent(run_id) >= limit:
+            await self._over_budget(send, run_id, limit)
+            return
 
         body = await self._read_body(scope, receive, send)
         if body is None:
             return
-        await self._forward(scope, receive, send, record.run_id, api_path, body)
+        estimate = None
+        if limit is not None and api_path == "/v1/messages":
+            # Reserve this request's worst plausible cost (budget.py): concurrent requests
+            # see each other's reservations. No await between the check and the reserve.
+            estimate = budget.estimate(body)
+            spent = await self._spent(run_id)
+            in_flight = self.ledger.reserved(run_id)
+            if spent + in_flight + estimate.usd > limit:
+                await self._does_not_fit(send, run_id, limit, spent, in_flight, estimate)
+                return
+            self.ledger.reserve(run_id, estimate.usd)
+        try:
+            await self._forward(scope, receive, send, run_id, api_path, body, estimate)
+        finally:
+            if estimate is not None:
+                self.ledger.release(run_id, estimate.usd)
+
+    async def _spent(self, run_id: str) -> float:
+        """Recorded cost plus cost this process could not record (not reservations)."""
+        totals = await self._run_totals(run_id)
+        return float(totals.get("cost_usd", 0.0)) + self.ledger.unrecorded_usd(run_id)
+
+    async def _over_budget(self, send: Any, run_id: str, limit: float) -> None:
+        spent = await self._spent(run_id)
+        log.info("refused: run %s is over budget", run_id)
+        await send_error(
+            send, "billing_error",
+            f"ml-agent proxy: run {run_id} has used ${spent:.4f} of its ${limit:g} budget "
+            "(proxy.budget_usd); no more requests are forwarded for this run",
+        )
+
+    async def _does_not_fit(self, send: Any, run_id: str, limit: float, spent: float,
+                            in_flight: float, estimate: budget.Estimate) -> None:
+        may_cost = (f"this request may cost up to ${estimate.usd:.4f} (~{estimate.input_tokens}"
+                    f" input tokens and half of max_tokens={estimate.max_tokens} at "
+                    f"{estimate.model or 'an unknown model'}'s prices)")
+        if spent + estimate.usd <= limit:
+            # It fits once the requests in flight are settled: the client retries (429).
+            log.info("deferred: run %s has $%.4f reserved in flight", run_id, in_flight)
+            await send_error(
+                send, "rate_limit_error",
+                f"ml-agent proxy: run {run_id} has ${limit - spent:.4f} of its budget left, "
+                f"${in_flight:.4f} of it reserved by requests in flight, and {may_cost}; "
+                "retry when they end", status=429, headers={"retry-after": "1"})
+            return
+        log.info("refused: run %s cannot fit a request in its budget", run_id)
+        await send_error(
+            send, "billing_error",
+            f"ml-agent proxy: run {run_id} has ${max(limit - spent, 0):.4f} left of its "
+            f"${limit:g} budget (proxy.budget_usd) and {may_cost}; lower max_tokens or "
+            "raise the budget")
 
     async def _read_body(self, scope: Scope, receive: Any, send: Any) -> bytes | None:
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
@@ -236,9 +288,9 @@ class AnthropicProxy:
                              extensions={"timeout": self._timeouts})
 
     async def _forward(self, scope: Scope, receive: Any, send: Any, run_id: str,
-                       api_path: str, body: bytes) -> None:
+                       api_path: str, body: bytes, estimate: budget.Estimate | None) -> None:
         request = self._request(scope, api_path, body)
-        metered = _Metered(run_id)
+        metered = _Metered(run_id, api_path == "/v1/messages", estimate)
         started = time.monotonic()
         try:
             # The client going away cancels the exchange, which closes upstream. A plain
@@ -273,6 +325,7 @@ class AnthropicProxy:
         except httpx.TransportError as exc:
             log.warning("upstream unreachable: %s", type(exc).__name__)
             metered.outcome = "502 upstream unreachable"
+            metered.sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             await self._settle(metered)
             await send_error(send, "api_error",
                              "ml-agent proxy could not reach the Anthropic API", status=502)
@@ -284,15 +337,22 @@ class AnthropicProxy:
             raw = response.headers.raw
             headers = [(k.lower(), v) for k, v in raw if k.lower() not in drop]
             content_type = response.headers.get("content-type", "")
+            metered.status = response.status_code
             if api_path == "/v1/messages":
-                metered.meter = Meter("", content_type,
+                metered.meter = Meter(metered.estimate.model if metered.estimate else "",
+                                      content_type,
                                       response.headers.get("content-encoding", ""),
                                       response.status_code)
+            refused_key = (response.status_code in (401, 403)
+                           and self.on_upstream_auth_error is not None)
             metered.outcome = f"{response.status_code} broken off"
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": headers})
             last = b"\n\n"
             feed = metered.meter.feed if metered.meter is not None else None
+            head = _Head(feed) if refused_key else None
+            if head is not None:
+                feed = head
             # The transport's stream itself rather than response.aiter_raw(): one layer less
             # on every read (nothing here needs aiter_raw's chunk sizing or byte count).
             stream = response.stream
@@ -316,6 +376,8 @@ class AnthropicProxy:
             # Usage lands before the client sees the end of the answer.
             await self._settle(metered)
             await send({"type": "http.response.body", "body": b""})
+            if head is not None:
+                self._key_refused(response.status_code, head)
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
@@ -332,19 +394,44 @@ class AnthropicProxy:
 
     async def _settle(self, metered: _Metered) -> None:
         metered.recorded = True
-        if metered.meter is not None:
-            metered.usage = metered.meter.usage()
+        meter = metered.meter
+        if meter is not None:
+            metered.usage = meter.usage()
+        if metered.messages and metered.sent and (meter is None or not meter.complete):
+            metered.usage = _conservative(metered)
         await self._record(metered.run_id, metered.usage)
 
     async def _record(self, run_id: str, usage: dict[str, float]) -> None:
+        pending = self.ledger.take_unrecorded(run_id)
+        if pending:
+            usage = {k: usage.get(k, 0) + pending.get(k, 0) for k in usage.keys() | pending}
+        sink = self.usage_sink
+        for attempt in range(RECORD_TRIES):
+            try:
+                if self._usage_inline:
+                    self._totals[run_id] = sink.add(run_id, usage)
+                else:
+                    self._totals[run_id] = await anyio.to_thread.run_sync(sink.add, run_id, usage)
+                return
+            except Exception:
+                if attempt + 1 < RECORD_TRIES:
+                    log.warning("recording usage for run %s failed; retrying", run_id)
+                    await anyio.sleep(RECORD_BACKOFF * 4**attempt)
+                else:
+                    log.exception("could not record usage for run %s; it is kept in memory, "
+                                  "counted against the budget and added to the next record",
+                                  run_id)
+        self.ledger.keep_unrecorded(run_id, usage)
+
+    def _key_refused(self, status: int, head: _Head) -> None:
+        """The upstream refused our key: tell the collaborator (it may end the run)."""
+        kind, message = head.error()
+        log.error("the upstream refused the API key: %s %s: %s", status, kind, message)
+        assert self.on_upstream_auth_error is not None
         try:
-            sink = self.usage_sink
-            if self._usage_inline:
-                self._totals[run_id] = sink.add(run_id, usage)
-            else:
-                self._totals[run_id] = await anyio.to_thread.run_sync(sink.add, run_id, usage)
+            self.on_upstream_auth_error(status, kind, message)
         except Exception:
-            log.exception("could not record usage for run %s", run_id)
+            log.exception("the upstream-auth-error callback failed")
 
 
 async def _watch_disconnect(receive: Any, exchange: anyio.CancelScope) -> None:
@@ -360,14 +447,57 @@ async def _watch_disconnect(receive: Any, exchange: anyio.CancelScope) -> None:
 class _Metered:
     """One forwarded request's metering state."""
 
-    __slots__ = ("run_id", "meter", "usage", "recorded", "outcome")
+    __slots__ = ("run_id", "messages", "estimate", "meter", "usage", "recorded", "outcome",
+                 "sent", "status")
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, messages: bool, estimate: budget.Estimate | None) -> None:
         self.run_id = run_id
+        self.messages = messages  # a Messages request (the others cost nothing)
+        self.estimate = estimate
         self.meter: Meter | None = None
         self.usage: dict[str, float] = {"requests": 1}
         self.recorded = False
         self.outcome = "client went away"
+        self.sent = True  # the upstream may have received it (and bills it)
+        self.status: int | None = None  # the upstream's answer, once its head arrived
+
+
+def _conservative(metered: _Metered) -> dict[str, float]:
+    """A Messages request whose final usage never arrived (the client hung up, the upstream
+    broke off or went silent): what was streamed (metering.py) and at least its input; an
+    answer not streamed is counted at its reservation (budget.py): it may have been
+    generated whole. An error answer (not 200) costs nothing."""
+    usage = metered.usage
+    estimate = metered.estimate
+    if estimate is None or (metered.status is not None and metered.status != 200):
+        return usage
+    floor = estimate.input_usd() if estimate.stream else estimate.usd
+    if usage.get("cost_usd", 0.0) < floor:
+        usage = {**usage, "cost_usd": floor, "estimated_requests": 1}
+    return usage
+
+
+class _Head:
+    """Feeds the meter and keeps the first 4 KB of an error answer (its message)."""
+
+    __slots__ = ("feed", "data")
+
+    def __init__(self, feed: Callable[[bytes], None] | None) -> None:
+        self.feed = feed
+        self.data = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        if len(self.data) < 4096:
+            self.data += chunk[: 4096 - len(self.data)]
+        if self.feed is not None:
+            self.feed(chunk)
+
+    def error(self) -> tuple[str, str]:
+        try:
+            error = json.loads(self.data)["error"]
+            return str(error.get("type", "")), str(error.get("message", ""))[:300]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return "", ""
 
 
 async def _json(send: Any, status: int, body: dict[str, Any]) -> None:

@@ -49,10 +49,11 @@ def make_proxy() -> Iterator[Callable[..., Proxied]]:
     running: list[Any] = []
 
     def make(*, fake_kwargs: dict[str, Any] | None = None, upstream: str | None = None,
-             **kwargs: Any) -> Proxied:
+             usage: Any = None, **kwargs: Any) -> Proxied:
         fake = FakeAnthropic(keys={REAL_KEY}, **(fake_kwargs or {})).start()
         running.append(fake)
-        tokens, usage, clock = MemoryTokenStore(), MemoryUsageSink(), Clock()
+        tokens, clock = MemoryTokenStore(), Clock()
+        usage = usage if usage is not None else MemoryUsageSink()
         app = create_app(upstream=upstream or fake.url, api_key=REAL_KEY, tokens=tokens,
                          usage=usage, clock=clock, **kwargs)
         server = ServerThread(app).start()
