@@ -50,7 +50,7 @@ def make_proxy() -> Iterator[Callable[..., Proxied]]:
 
     def make(*, fake_kwargs: dict[str, Any] | None = None, upstream: str | None = None,
              usage: Any = None, **kwargs: Any) -> Proxied:
-        fake = FakeAnthropic(keys={REAL_KEY}, **(fake_kwargs or {})).start()
+        fake = FakeAnthropic(**{"keys": {REAL_KEY}, **(fake_kwargs or {})}).start()
         running.append(fake)
         tokens, clock = MemoryTokenStore(), Clock()
         usage = usage if usage is not None else MemoryUsageSink()
