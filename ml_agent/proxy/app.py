@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ from ml_agent.contracts import TokenStore, UsageSink, hash_token
 from ml_agent.proxy import auth, budget, paths
 from ml_agent.proxy.errors import send_error, sse_error_event
 from ml_agent.proxy.metering import Meter, decoders
-from ml_agent.proxy.wire import Http11Transport
+from ml_agent.proxy.wire import Http11Transport, env_proxy, ssl_context
 
 log = logging.getLogger("ml_agent.proxy")
 Scope = MutableMapping[str, Any]
@@ -78,6 +79,7 @@ class AnthropicProxy:
         bad_token_limit: int = 20,
         bad_token_window: float = 60.0,
         on_upstream_auth_error: AuthErrorCallback | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -102,11 +104,20 @@ class AnthropicProxy:
         self._totals: dict[str, dict[str, float]] = {}
         self._encodings = set(decoders()) | {"identity"}
         self._urls: dict[tuple[str, bytes], httpx.URL] = {}
-        # Our lean HTTP/1.1 wire unless told otherwise (wire.py says why). The transport is
-        # called directly: the proxy needs none of httpx.AsyncClient's redirects, cookies,
-        # auth or default headers. CA certificates are loaded only when they can matter.
+        # Our lean HTTP/1.1 wire unless told otherwise (wire.py says why), or httpx's own
+        # transport when the environment names a proxy for the upstream (HTTPS_PROXY,
+        # NO_PROXY). The transport is called directly: the proxy needs none of
+        # httpx.AsyncClient's redirects, cookies, auth or default headers. CA certificates
+        # (SSL_CERT_FILE / SSL_CERT_DIR, else certifi's) load only when they can matter.
+        env = os.environ if environ is None else environ
+        verify = self.upstream.startswith("https:")
+        via = env_proxy(self.upstream, env)
+        if transport is None and via:
+            log.info("reaching the upstream through the proxy the environment names")
+            transport = httpx.AsyncHTTPTransport(proxy=via, verify=ssl_context(verify, env),
+                                                 trust_env=False)
         self._wire: httpx.AsyncBaseTransport = transport or Http11Transport(
-            verify=self.upstream.startswith("https:"))
+            verify=verify, env=env)
         self._timeouts = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=60.0, pool=header_timeout
         ).as_dict()
@@ -517,6 +528,10 @@ def create_app(**kwargs: Any) -> Any:
     tokens / usage: the token store and usage sink (ml_agent.contracts Protocols).
     transport: an httpx transport (tests, or a custom pool); clock: wall clock for expiry.
     allowed_paths, max_body, header_timeout, read_timeout, prefix (where it is mounted).
+    on_upstream_auth_error: called with (status, error type, message) when the upstream
+        refuses the key (401/403), e.g. to end the run at once (the local supervisor does).
+    environ: where HTTPS_PROXY / NO_PROXY / SSL_CERT_FILE / SSL_CERT_DIR are read (default
+        os.environ); a proxy for the upstream means httpx's own transport.
 
     The app's lifespan closes the upstream connections; when it is mounted inside another
     app (whose lifespan runs instead), call `await app.state.proxy.aclose()` at shutdown.

@@ -23,10 +23,12 @@ Transfer-Encoding and Content-Length each close it.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import urlsplit
 
 import h11
 import httpx
@@ -36,12 +38,18 @@ MAX_HEAD = 64 * 1024
 NO_BODY_STATUS = {204, 304}
 
 
-def _ssl_context(verify: bool) -> ssl.SSLContext:
+def ssl_context(verify: bool, env: Mapping[str, str] | None = None) -> ssl.SSLContext:
+    """Certificates from SSL_CERT_FILE / SSL_CERT_DIR when set (a TLS-inspecting corporate
+    CA, as OpenSSL and httpx read them), else certifi's."""
     if not verify:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
+    env = os.environ if env is None else env
+    cafile, capath = env.get("SSL_CERT_FILE") or None, env.get("SSL_CERT_DIR") or None
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
     try:
         import certifi
 
@@ -57,6 +65,35 @@ _VCHAR = rb"[^\x00\s]"
 HEADER_LINE = re.compile(
     rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[ \t]*(?:" + _VCHAR + rb"+(?:[ \t]+" + _VCHAR
     + rb"+)*)?[ \t]*")
+
+
+def env_proxy(url: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, any
+    case), or None when there is none or NO_PROXY exempts its host (`*`, a host, a domain
+    with or without a leading dot, or host:port)."""
+    env = os.environ if env is None else env
+    parts = urlsplit(url)
+    scheme, host = parts.scheme, (parts.hostname or "").lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+
+    def get(name: str) -> str:
+        return env.get(name.lower()) or env.get(name.upper()) or ""
+
+    proxy = get(f"{scheme}_proxy") or get("all_proxy")
+    if not proxy:
+        return None
+    for entry in get("no_proxy").replace(" ", "").lower().split(","):
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.lstrip(".")
+        if host == name or host.endswith("." + name):
+            return None
+    return proxy
 
 
 class _Conn:
@@ -84,8 +121,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
     """httpx transport: `httpx.AsyncClient(transport=Http11Transport())`."""
 
     def __init__(self, *, verify: bool = True, max_idle: int = 64,
-                 idle_expiry: float = 60.0) -> None:
+                 idle_expiry: float = 60.0, env: Mapping[str, str] | None = None) -> None:
         self._verify = verify
+        self._env = env
         self._ssl: ssl.SSLContext | None = None
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._max_idle = max_idle
@@ -97,7 +135,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         context = None
         if scheme == "https":
             if self._ssl is None:
-                self._ssl = _ssl_context(self._verify)
+                self._ssl = ssl_context(self._verify, self._env)
             context = self._ssl
         try:
             async with asyncio.timeout(timeout):
@@ -424,4 +462,4 @@ class _Body(httpx.AsyncByteStream):
             conn.abort()
 
 
-__all__ = ["Http11Transport"]
+__all__ = ["Http11Transport", "env_proxy", "ssl_context"]
