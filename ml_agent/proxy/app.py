@@ -36,6 +36,8 @@ MAX_BODY = 32 * 1024 * 1024  # Anthropic's own limit for a Messages request
 # The Claude CLI gives up on a request after 10 minutes (x-stainless-timeout: 600).
 HEADER_TIMEOUT = 600.0
 READ_TIMEOUT = 600.0
+# A request body must arrive whole within this (a slow-body slowloris holds a connection).
+BODY_TIMEOUT = 120.0
 CONNECT_TIMEOUT = 10.0
 
 HOP_BY_HOP = frozenset(
@@ -74,6 +76,7 @@ class AnthropicProxy:
         header_timeout: float = HEADER_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
         prefix: str = "",
         token_ttl: float = 30.0,
         bad_token_limit: int = 20,
@@ -95,6 +98,7 @@ class AnthropicProxy:
         self.allowed = paths.parse_allowed(allowed_paths)
         self.max_body = max_body
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.tokens = auth.TokenCache(tokens, clock, ttl=token_ttl)
         self.limiter = auth.BadTokenLimiter(clock, bad_token_limit, bad_token_window)
@@ -162,16 +166,21 @@ class AnthropicProxy:
         token = auth.credential(scope["headers"])
         token_hash = hash_token(token) if token else None
         retry = self.limiter.retry_after(client)
-        if retry is not None and not (token_hash and self.tokens.known(token_hash)):
-            log.debug("refused: too many bad tokens from %s", client)  # a flood: stay quiet
-            await send_error(send, "rate_limit_error",
-                             "too many requests with invalid run tokens; try again later",
-                             headers={"retry-after": str(retry)})
+        limited = retry is not None and not (token_hash and self.tokens.known(token_hash))
+        # A limited address still gets its tokens looked up when that is free (an in-memory
+        # store) or, for a store behind the network, once a second: a fresh valid token
+        # works while a neighbour at the same address floods bad ones.
+        if limited and not (token_hash and (self.tokens.inline
+                                            or self.limiter.spare_lookup(client))):
+            await self._flooded(send, client, retry)
             return
         record = await self.tokens.lookup(token_hash) if token_hash else None
         why = auth.refusal(record, self.clock()) if token_hash else "missing run token"
         if why or record is None:
             self.limiter.failed(client)
+            if limited:
+                await self._flooded(send, client, retry)
+                return
             log.info("refused: %s (from %s)", why, client)
             await send_error(send, "authentication_error",
                              f"ml-agent proxy: {why}; use the run's token as x-api-key")
@@ -209,6 +218,12 @@ class AnthropicProxy:
         finally:
             if estimate is not None:
                 self.ledger.release(run_id, estimate.usd)
+
+    async def _flooded(self, send: Any, client: str, retry: int | None) -> None:
+        log.debug("refused: too many bad tokens from %s", client)  # a flood: stay quiet
+        await send_error(send, "rate_limit_error",
+                         "too many requests with invalid run tokens; try again later",
+                         headers={"retry-after": str(retry or 1)})
 
     async def _spent(self, run_id: str) -> float:
         """Recorded cost plus cost this process could not record (not reservations)."""
@@ -251,8 +266,15 @@ class AnthropicProxy:
         chunks: list[bytes] = []
         size = 0
         more = True
+        deadline = anyio.current_time() + self.body_timeout
         while more:
-            message = await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()) as waiting:
+                message = await receive()
+            if waiting.cancelled_caught:
+                await send_error(send, "invalid_request_error",
+                                 f"request body not received within {self.body_timeout:g} s",
+                                 status=408)
+                return None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
