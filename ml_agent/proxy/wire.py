@@ -165,8 +165,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
         return None
 
     def idle_connections(self) -> int:
-        """How many connections wait in the pool (tests check what is reused)."""
-        return sum(len(idle) for idle in self._idle.values())
+        """How many pooled connections could be reused now (tests check what is reused):
+        not those whose idle read already got bytes or EOF."""
+        return sum(1 for idle in self._idle.values() for conn in idle
+                   if conn.watch is not None and not conn.watch.done() and conn.alive())
 
     def _release(self, origin: tuple[str, str, int], conn: _Conn) -> None:
         idle = self._idle.setdefault(origin, [])
