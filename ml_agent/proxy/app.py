@@ -251,7 +251,8 @@ class AnthropicProxy:
                 send, "rate_limit_error",
                 f"ml-agent proxy: run {run_id} has ${limit - spent:.4f} of its budget left, "
                 f"${in_flight:.4f} of it reserved by requests in flight, and {may_cost}; "
-                "retry when they end", status=429, headers={"retry-after": "1"})
+                "retry when they end", status=429,
+                headers={"retry-after": "1", "x-should-retry": "true"})
             return
         log.info("refused: run %s cannot fit a request in its budget", run_id)
         await send_error(

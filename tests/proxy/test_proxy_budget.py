@@ -67,10 +67,15 @@ def test_concurrent_requests_reserve_and_cannot_overspend(make_proxy):
     token = proxied.token(budget=1.0)
     body = {**stream_request(64_000), "stream": False}
 
+    retry_headers = []
+
     def post(_: int) -> int:
         with httpx.Client(timeout=10) as client:
-            return client.post(proxied.url + "/v1/messages", json=body,
-                               headers={"x-api-key": token}).status_code
+            response = client.post(proxied.url + "/v1/messages", json=body,
+                                   headers={"x-api-key": token})
+            if response.status_code == 429:
+                retry_headers.append(response.headers["x-should-retry"])
+            return response.status_code
 
     with concurrent.futures.ThreadPoolExecutor(30) as pool:
         statuses = list(pool.map(post, range(30)))
@@ -80,6 +85,7 @@ def test_concurrent_requests_reserve_and_cannot_overspend(make_proxy):
     assert forwarded == statuses.count(200) <= fits
     # The rest: 429 while the others are in flight (retry), 402 once the budget is spent.
     assert set(statuses) <= {200, 402, 429}
+    assert set(retry_headers) <= {"true"}  # the client may retry a deferred request
     # Spent at most the budget plus the documented overshoot: what the requests in flight
     # did not reserve, (1 - RESERVE_SHARE) x max_tokens each.
     spent = proxied.usage.get("run-1")["cost_usd"]
