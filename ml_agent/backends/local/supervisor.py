@@ -309,7 +309,7 @@ class Supervisor:
                     return
                 result["proxy_usage"] = usage
                 if self.failure:
-                    result.update(status="failed", error=self.failure)
+                    result.update({"status": "failed", protocol.RESULT_ERROR_KEY: self.failure})
                 tmp = f".{protocol.RESULT_FILE}.{os.getpid()}.tmp"
                 out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
                               dir_fd=fd)
