@@ -73,6 +73,9 @@ RESULT_KEYS: Final = (
     "image_id",
     "pip_freeze",
 )
+#: Added by the launcher (not the agent) when it knows why a run failed, e.g. the upstream
+#: refused the proxy's key: which secret file or variable holds it (status is "failed").
+RESULT_ERROR_KEY: Final = "error"
 
 
 class ProtocolError(ValueError):
