@@ -2,8 +2,10 @@
 """The sandbox's own command: a Claude agent (claude-agent-sdk) that speaks the JSON-lines protocol.
 
 Interactive (default): one ClaudeSDKClient kept across turns, driven by protocol inputs on
-stdin (`{"type": "user", "text": ...}`, `{"type": "interrupt"}`); a closed stdin ends the
-session cleanly. One-shot (`--task TEXT`): runs the task to completion, exit 0 on success.
+stdin (`{"type": "user", "text": ...}`, `{"type": "interrupt"}`); `{"type": "end"}` (the
+user's Ctrl-D) or a closed stdin ends the session cleanly. One-shot (`--task TEXT`): runs
+the task to completion, exit 0 on success. Each turn starts with a `user_text` event (the
+message or the task), so that a replayed conversation shows both sides.
 
 `ready` is emitted as soon as the settings are valid and input is accepted: stdin is read
 and queued while the SDK is imported and the Claude CLI connects, and a failure there is an
@@ -578,7 +580,7 @@ async def interactive(agent: Agent, env: dict[str, str]) -> None:
                 agent.records.emit(protocol.ERROR, message=f"bad input line: {exc}", fatal=False)
                 continue
             agent.records.record_input(msg)
-            return msg
+            return None if msg["type"] == protocol.IN_END else msg
 
     _ready(agent, "interactive")  # lines sent from now on queue up while the CLI connects
     async with agent.connected(env):
@@ -591,6 +593,7 @@ async def interactive(agent: Agent, env: dict[str, str]) -> None:
                 break
             if msg["type"] == protocol.IN_INTERRUPT:
                 continue  # nothing to interrupt between turns
+            agent.records.emit(protocol.USER_TEXT, text=msg["text"])  # a replay shows it
             status, queued, now_closed = await _run_turn(agent, msg["text"], next_input)
             statuses.append(status)
             pending += queued
@@ -612,6 +615,7 @@ async def one_shot(agent: Agent, env: dict[str, str], task: str) -> None:
     agent.records.record_input({"type": protocol.IN_USER, "text": task})
     _ready(agent, "one-shot")
     async with agent.connected(env):
+        agent.records.emit(protocol.USER_TEXT, text=task)
         status = await agent.turn(task)
         agent.totals.status = "failed" if agent.totals.fatal else status
 

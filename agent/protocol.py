@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, Final
+from typing import Any, Final, Protocol
 
 # -- Launcher -> agent environment ---------------------------------------------------------
 # The only way settings reach agent/agent.py. Name -> what it holds.
@@ -34,10 +34,14 @@ ENV: Final[Mapping[str, str]] = {
 # In (client -> agent).
 IN_USER: Final = "user"  # {"type": "user", "text": ...}
 IN_INTERRUPT: Final = "interrupt"  # {"type": "interrupt"}
-IN_TYPES: Final = frozenset({IN_USER, IN_INTERRUPT})
+# The user ended the conversation (Ctrl-D): like a closed stdin, the agent finishes the
+# current turn and the run ends normally.
+IN_END: Final = "end"  # {"type": "end"}
+IN_TYPES: Final = frozenset({IN_USER, IN_INTERRUPT, IN_END})
 
 # Out (agent -> client): every event has type, seq (monotonic from 1) and ts (unix seconds).
 READY: Final = "ready"  # {run_id, model, mode: interactive|one-shot}; sent before connecting
+USER_TEXT: Final = "user_text"  # {text}: the user's message (or task) as a turn starts on it
 ASSISTANT_TEXT: Final = "assistant_text"  # {text}
 TOOL_USE: Final = "tool_use"  # {id, name, input}
 TOOL_RESULT: Final = "tool_result"  # {tool_use_id, content, is_error}
@@ -45,7 +49,7 @@ TURN_END: Final = "turn_end"  # {status, cost_usd (running total), turns, durati
 RESULT: Final = "result"  # {status, cost_usd, usage, turns, duration_s, session_id}
 ERROR: Final = "error"  # {message, fatal, kind?}
 OUT_TYPES: Final = frozenset(
-    {READY, ASSISTANT_TEXT, TOOL_USE, TOOL_RESULT, TURN_END, RESULT, ERROR}
+    {READY, USER_TEXT, ASSISTANT_TEXT, TOOL_USE, TOOL_RESULT, TURN_END, RESULT, ERROR}
 )
 
 # Run statuses, shared by result.json, the run registry and `ps`.
@@ -69,16 +73,27 @@ RESULT_KEYS: Final = (
     "image_id",
     "pip_freeze",
 )
+#: Added by the launcher (not the agent) when it knows why a run failed, e.g. the upstream
+#: refused the proxy's key: which secret file or variable holds it (status is "failed").
+RESULT_ERROR_KEY: Final = "error"
 
 
 class ProtocolError(ValueError):
     """A line that is not a valid protocol message."""
 
 
+class LineSink(Protocol):
+    """Where the Emitter writes: a text stream, or anything with its write and flush."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class Emitter:
     """Writes numbered events as JSON lines; one per run so that `seq` never repeats."""
 
-    def __init__(self, stream: IO[str], *, start: int = 0) -> None:
+    def __init__(self, stream: LineSink, *, start: int = 0) -> None:
         self._stream = stream
         self.seq = start
 
@@ -106,7 +121,7 @@ def decode_input(line: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON: {exc.msg}") from None
     if not isinstance(msg, dict) or msg.get("type") not in IN_TYPES:
-        raise ProtocolError("expected an object with type 'user' or 'interrupt'")
+        raise ProtocolError("expected an object with type 'user', 'interrupt' or 'end'")
     if msg["type"] == IN_USER and not isinstance(msg.get("text"), str):
         raise ProtocolError("a 'user' message needs a string 'text'")
     return msg

@@ -13,6 +13,10 @@ counts too; measured at ~2 ms per second, under 0.02 ms per request even at conc
 where each answer's events arrive in many separate reads). Then the event latency:
 with 200 ms between upstream events, how long each event takes to reach the client
 (CLOCK_MONOTONIC is shared by processes, so the fake's send times compare directly).
+Last, the upstream transports alone, in this process against the fake: CPU time per
+200-event answer through the proxy's wire (wire.py) and through httpx's own transport
+(httpcore + h11), read the way the proxy reads them. The run token has a budget
+(`--budget`, USD; 0 for none) as configs have: each request is priced and reserved.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def upstream_child() -> None:
                 print("ok", flush=True)
 
 
-def proxy_child(upstream: str, port: int, profile: str | None) -> None:
+def proxy_child(upstream: str, port: int, profile: str | None, budget: float | None) -> None:
     import contextlib
     import time as _time
 
@@ -65,7 +69,7 @@ def proxy_child(upstream: str, port: int, profile: str | None) -> None:
     from ml_agent.proxy import MemoryTokenStore, MemoryUsageSink, create_app, serve
 
     tokens = MemoryTokenStore()
-    tokens.put(hash_token(TOKEN), TokenRecord("bench", _time.time() + 86400, None))
+    tokens.put(hash_token(TOKEN), TokenRecord("bench", _time.time() + 86400, budget))
     app = create_app(upstream=upstream, api_key=KEY, tokens=tokens, usage=MemoryUsageSink())
     if profile:
         import cProfile
@@ -188,6 +192,36 @@ async def event_latency(url: str, path: str, key: str, upstream) -> list[float]:
     return [(arrivals[i] - sent[i]) * 1000 for i in range(1, count)]
 
 
+async def transport_cpu(url: str, n: int) -> list[tuple[str, float]]:
+    """CPU per answer of each upstream transport, alternating rounds (medians)."""
+    import httpx
+
+    from ml_agent.proxy.wire import Http11Transport
+
+    body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 1000, "stream": True,
+                       "messages": [{"role": "user", "content": "x" * 50_000}]}).encode()
+    results: dict[str, list[float]] = {"wire": [], "httpx": []}
+    transports = {"wire": Http11Transport(verify=False), "httpx": httpx.AsyncHTTPTransport()}
+    timeouts = httpx.Timeout(30.0).as_dict()
+    for _ in range(3):
+        for name, transport in transports.items():
+            started = time.process_time()
+            for _ in range(n):
+                request = httpx.Request("POST", url + "/v1/messages", content=body,
+                                        headers={"x-api-key": KEY},
+                                        extensions={"timeout": timeouts})
+                response = await transport.handle_async_request(request)
+                stream = response.stream
+                assert isinstance(stream, httpx.AsyncByteStream)
+                async for _chunk in stream:
+                    pass
+                await response.aclose()
+            results[name].append((time.process_time() - started) * 1000 / n)
+    for transport in transports.values():
+        await transport.aclose()
+    return [(name, statistics.median(values)) for name, values in results.items()]
+
+
 # -- Orchestration -------------------------------------------------------------------------
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -206,13 +240,16 @@ def main() -> None:
     parser.add_argument("--profile", help="cProfile the proxy into this file")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--rounds", type=int, default=3, help="direct/proxy pairs per level")
+    parser.add_argument("--budget", type=float, default=1000.0,
+                        help="the run token's budget in USD (0: none)")
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         if args.child[0] == "upstream":
             upstream_child()
         else:
-            proxy_child(args.child[1], int(args.child[2]), args.child[3] or None)
+            proxy_child(args.child[1], int(args.child[2]), args.child[3] or None,
+                        float(args.child[4]) or None)
         return
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -227,8 +264,8 @@ def main() -> None:
         return fake.stdout.readline().strip()
 
     port = free_port()
-    proxy = subprocess.Popen([*me, "proxy", upstream_url, str(port), args.profile or ""],
-                             env=env)
+    proxy = subprocess.Popen([*me, "proxy", upstream_url, str(port), args.profile or "",
+                              str(args.budget)], env=env)
     proxy_url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -276,6 +313,10 @@ def main() -> None:
             print(f"events 200 ms apart, {name:<6}: delay to client p50 "
                   f"{statistics.median(delays):.2f} ms, p90 {delays[int(0.9 * len(delays))]:.2f}"
                   f" ms, max {delays[-1]:.2f} ms ({len(delays)} events)")
+        upstream("reset")
+        n = 50 if args.quick else 200
+        for name, cpu in asyncio.run(transport_cpu(upstream_url, n)):
+            print(f"transport {name:<6}: {cpu:.2f} ms CPU per 200-event answer ({n} answers)")
     finally:
         proxy.send_signal(signal.SIGINT)  # uvicorn stops; the profile (if any) is written
         proxy.wait(10)

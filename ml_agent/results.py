@@ -29,13 +29,15 @@ WRITTEN = "proxy usage written"
 
 def merge_proxy_usage(
     data_root: Path, run_id: str, usage: dict[str, float], *, status: str | None = None,
-    ended_at: str | None = None,
+    ended_at: str | None = None, error: str | None = None,
 ) -> str:
     """Put the proxy's usage (and its `cost_usd`, the run's cost) into the run's
     result.json; returns what happened, in a few words (`WRITTEN` when it wrote).
 
     `status`/`ended_at` (the launcher's view) replace the agent's only when the agent never
-    wrote a final one (a stopped sandbox ends without its last write). Idempotent. Raises
+    wrote a final one (a stopped sandbox ends without its last write). `error` (why the
+    launcher ended the run, e.g. a key the upstream refused) makes the run `failed` whatever
+    the agent wrote, and is kept under `protocol.RESULT_ERROR_KEY`. Idempotent. Raises
     UnsafeFile (a link, a FIFO, too big), OSError or ValueError (not a JSON object) when
     the file cannot be read or written safely.
     """
@@ -61,6 +63,8 @@ def merge_proxy_usage(
             result["status"] = status
             if ended_at and not result.get("ended_at"):
                 result["ended_at"] = ended_at
+        if error:
+            result.update({"status": "failed", protocol.RESULT_ERROR_KEY: error})
         atomic_write_json(protocol.RESULT_FILE, result, mode=0o644, dir_fd=fd)
         return WRITTEN
     finally:

@@ -116,8 +116,10 @@ def test_up_task_runs_the_whole_chain(home, fake, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "Trained; the metric is logged." in proc.stdout
-    assert "▸ Bash" in proc.stdout and "run succeeded" in proc.stdout
-    _check_run(home, env, fake, output)
+    assert "▸ Bash" in proc.stdout
+    run_id = _check_run(home, env, fake, output)
+    assert f"run {run_id} succeeded · $" in proc.stdout  # one summary line, then where it is
+    assert f"results: {home}/volumes/sandbox-data/runs/{run_id}/result.json" in proc.stderr
 
 
 def test_up_detach_then_attach(home, fake, tmp_path):
@@ -134,3 +136,25 @@ def test_up_detach_then_attach(home, fake, tmp_path):
     assert _check_run(home, env, fake, output) == run_id
     logs = _cli(["logs", run_id], env)
     assert logs.returncode == 0 and '"type": "result"' in logs.stdout
+
+
+def test_a_key_the_upstream_rejects_ends_the_run_naming_its_file(home, fake, tmp_path):
+    # The Claude CLI would retry the 401 for minutes (CLAUDE_CODE_MAX_RETRIES=10 here); the
+    # proxy sees it first and the supervisor ends the run, naming where the key came from.
+    secret_file = home / "secrets" / f"{SECRET}.env"
+    secret_file.write_text("ANTHROPIC_API_KEY=sk-ant-a-revoked-key-000000\n")
+    env = _env(home, tmp_path)
+    args = [*_up_args(fake, "--task", "train it"), "--set",
+            'sandbox.env.CLAUDE_CODE_MAX_RETRIES="10"']
+    proc = _cli(args, env)
+    output = proc.stdout + proc.stderr
+    assert "refused the key from" in output and str(secret_file) in output, output
+    runs = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)
+    assert runs[0]["status"] == "failed"
+    run_id = runs[0]["run_id"]
+    log = (home / "runs" / run_id / "supervisor.log").read_text()
+    assert f"refused the key from {secret_file}" in log
+    result = json.loads((home / "volumes" / "sandbox-data" / "runs" / run_id
+                         / "result.json").read_text())
+    assert result["status"] == "failed" and str(secret_file) in result["error"]
+    assert "sk-ant-a-revoked-key" not in output + log + json.dumps(result)

@@ -19,8 +19,11 @@ MAX_RESULT_LINES = 8
 MAX_RESULT_CHARS = 800
 MAX_INPUT_CHARS = 120
 REDACTED = "<run token>"
-#: Typed at the prompt: leave the run going and return.
+#: Typed at any moment: leave the run going and return.
 DETACH_COMMAND = "/detach"
+#: What the keys do, as `up` and `attach` print it when a conversation starts.
+KEYS_HELP = "Ctrl-D ends the conversation · /detach leaves the run going · Ctrl-C stops it"
+KEYS_HELP_TASK = "/detach (or Ctrl-D) leaves the run going · Ctrl-C stops it"
 
 
 class Renderer:
@@ -29,6 +32,10 @@ class Renderer:
     def __init__(self, console: Console, secrets: list[str] | tuple[str, ...] = ()) -> None:
         self.console = console
         self.secrets = [s for s in secrets if s]
+        #: texts this client sent and has echoed already: their `user_text` is not repeated
+        self.sent: list[str] = []
+        #: a one-shot run: its turn's end is the run's end, said once by the summary line
+        self.one_shot = False
 
     def clean(self, value: object) -> str:
         from rich.markup import escape
@@ -48,6 +55,12 @@ class Renderer:
         if kind == protocol.READY:
             model = self.clean(event.get("model") or "")
             self.print(f"[dim]agent ready · {model} · run {self.clean(event.get('run_id', ''))}[/]")
+        elif kind == protocol.USER_TEXT:
+            text = str(event.get("text", ""))
+            if self.sent and self.sent[0] == text:
+                self.sent.pop(0)
+            else:
+                self.print(f"[bold]you>[/] {self.clean(text)}")
         elif kind == protocol.ASSISTANT_TEXT:
             self.print(self.clean(event.get("text", "")))
         elif kind == protocol.TOOL_USE:
@@ -57,13 +70,20 @@ class Renderer:
             style = "red" if event.get("is_error") else "dim"
             self.print(f"[{style}]{self.clean(_truncate(_content_text(event.get('content'))))}[/]")
         elif kind == protocol.TURN_END:
+            if self.one_shot:
+                return
             self.print(f"[dim]── {self.clean(event.get('status', 'done'))}{_cost(event)}[/]")
-        elif kind == protocol.RESULT:
-            status = str(event.get("status", ""))
-            color = "green" if status == "succeeded" else "red"
-            self.print(f"[bold {color}]run {self.clean(status)}[/][dim]{_cost(event)}[/]")
+        # RESULT: nothing here; the caller prints `summary` once the run's end is done
         elif kind == protocol.ERROR:
             self.print(f"[bold red]error:[/] {self.clean(event.get('message', ''))}")
+
+    def summary(self, event: dict[str, Any], run_id: str = "", by_user: bool = False) -> None:
+        """The one line that ends a run: status, cost, turns, the run's duration."""
+        status = str(event.get("status", ""))
+        color = "green" if status == "succeeded" else "red"
+        said = "finished by the user" if by_user and status == "succeeded" else status
+        run = f"run {self.clean(run_id)} " if run_id else "run "
+        self.print(f"[bold {color}]{run}{self.clean(said)}[/][dim]{_cost(event)}[/]")
 
 
 def _summary(value: Any) -> str:
@@ -116,12 +136,33 @@ def turn_over(event: dict[str, Any]) -> bool:
     )
 
 
-def read_user(prompt_console: Console) -> str | None:
-    """One line from the user on a TTY; None at end of input (Ctrl-D)."""
-    try:
-        return prompt_console.input("[bold]you>[/] ")
-    except EOFError:
-        return None
+class Keyboard:
+    """Lines typed on the terminal, read without blocking (select on fd 0), so that the event
+    stream keeps flowing while nothing is typed and a command is seen at any moment.
+
+    The terminal stays in its cooked mode: it echoes and edits the line; Ctrl-D on an empty
+    line is the end of input, Ctrl-C a SIGINT (KeyboardInterrupt in the main thread).
+    """
+
+    EOF = None
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self._buffer = b""
+
+    def lines(self, timeout: float) -> list[str | None]:
+        """The lines typed within `timeout` seconds; `None` stands for Ctrl-D (end of input)."""
+        import os
+        import select
+
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return []
+        chunk = os.read(self.fd, 4096)
+        if not chunk:
+            return [self.EOF]
+        *done, self._buffer = (self._buffer + chunk).split(b"\n")
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in done]
 
 
 def is_interactive() -> bool:

@@ -32,3 +32,9 @@ def print_error(message: str) -> None:
         err_console().print(f"[bold red]error:[/] {escape(message)}")
     else:
         sys.stderr.write(f"error: {message}\n")
+
+
+def usage_line(command: str, message: str) -> str:
+    """The one form of a usage error (exit 2): `error: <what>; see `<command> --help``."""
+    message = " ".join(message.split()).rstrip(".")
+    return f"error: {message}; see `{command} --help`"

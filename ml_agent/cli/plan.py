@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import typer
     from rich.console import Console
 
+    from ml_agent.config.redact import Redactor
     from ml_agent.plan import Plan
 
 #: The run id shown in a plan: the launcher mints the real one at `up`.
@@ -30,10 +31,12 @@ SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORE
 PLAN_HELP = """Show what `up` would launch, without launching it (no network, no Modal account).
 
 Image layers, volumes, env, secrets, GPU and timeouts, proxy and syncer, the Modal calls
-`up` makes, the worst-case cost, and what can only be checked at launch.
+`up` makes, the worst-case cost, and what can only be checked at launch. With no CONFIG,
+the shipped `configs/local.yaml`, as for `up`.
 
 Examples:
 
+    ml-agent plan
     ml-agent plan configs/a10.yaml
     ml-agent plan configs/a10.yaml --set sandbox.gpu=H100:2 --set sandbox.timeout=4h
     ml-agent plan configs/local.yaml --json > plan.json
@@ -51,14 +54,59 @@ Examples:
 """
 
 
-def load_plan(config: str, overrides: Sequence[str] = (), backend: str | None = None) -> Plan:
-    """The Plan of a config file with its per-launch parts as placeholders."""
-    from ml_agent.config import load_config
+def load_plan(
+    config: str,
+    overrides: Sequence[str] = (),
+    backend: str | None = None,
+    allow: Sequence[str] | None = None,
+) -> Plan:
+    """The Plan of a config file as `plan` shows it: per-launch parts as placeholders,
+    values from `${env:...}` as `${env:NAME}` and secret-looking env values hidden."""
+    return shown_plan(*_plan_and_redactor(config, overrides, backend, allow))
+
+
+def _plan_and_redactor(
+    config: str, overrides: Sequence[str], backend: str | None, allow: Sequence[str] | None
+) -> tuple[Plan, Redactor]:
+    from ml_agent.config import load
+    from ml_agent.config.redact import Redactor
     from ml_agent.plan import build_plan
 
     sets = [*overrides, *([f"backend={backend}"] if backend else [])]
-    launch_config = load_config(config, sets)
-    return mask_env(build_plan(launch_config, config).for_launch(RUN_ID_PLACEHOLDER))
+    launch_config, source = load(config, sets, allow=allow)
+    plan = build_plan(launch_config, config).for_launch(RUN_ID_PLACEHOLDER)
+    return plan, Redactor(source.shown)
+
+
+#: Plan fields whose value is one of a few public names (the config accepts nothing
+#: else), so not a secret wherever it came from: shown as they are, and the cost and the
+#: warnings are worked out from them.
+PUBLIC_FIELDS = (
+    ("backend",),
+    ("image", "python"),
+    ("sandbox", "gpu"),
+    ("sandbox", "network", "mode"),
+    ("agent", "permission_mode"),
+)
+
+
+def _public(plan: Plan) -> list[object]:
+    values = []
+    for path in PUBLIC_FIELDS:
+        node: object = plan
+        for name in path:
+            node = getattr(node, name)
+        values.append(node)
+    return values
+
+
+def shown_plan(plan: Plan, redactor: Redactor) -> Plan:
+    """The plan fit to print: every value that came from the environment shows as
+    `${env:NAME}` (the real plan keeps the values the backends need), but PUBLIC_FIELDS."""
+    redactor = redactor.without(_public(plan))
+    if redactor:
+        plan = type(plan).model_validate(redactor.data(plan.model_dump(mode="json")))
+    return mask_env(plan)
 
 
 def mask_env(plan: Plan) -> Plan:
@@ -368,9 +416,13 @@ def _console() -> Console:
 def register(app: typer.Typer) -> None:
     import typer
 
+    from ml_agent.config import tree
+
     @app.command("plan", help=PLAN_HELP)
     def plan_cmd(
-        config: str = typer.Argument(..., metavar="CONFIG", help="The config file."),
+        config: str = typer.Argument(
+            None, metavar="CONFIG", help="The config file; default: the shipped local.yaml."
+        ),
         overrides: list[str] = typer.Option(  # noqa: B008 - Typer's declaration style
             [], "--set", metavar="KEY=VALUE", help="Override a value (parsed as YAML)."
         ),
@@ -378,17 +430,27 @@ def register(app: typer.Typer) -> None:
         backend: str | None = typer.Option(
             None, "--backend", help="modal or local (default: the config's backend)."
         ),
+        allow: list[str] = typer.Option(  # noqa: B008
+            [], tree.FLAG, metavar="PATH", help=tree.FLAG_HELP
+        ),
     ) -> None:
-        if backend not in (None, "modal", "local"):
-            from ml_agent.cli.output import print_error
+        from ml_agent.contracts import CONFIGS_DIR
 
-            print_error(f"--backend: choose modal or local (got {backend!r})")
-            raise typer.Exit(2)
-        plan = load_plan(config, overrides, backend)
+        if backend not in (None, "modal", "local"):
+            raise typer.BadParameter(f"choose modal or local (got {backend!r})",
+                                     param_hint="'--backend'")
+        config = config or str(CONFIGS_DIR / "local.yaml")
+        real, redactor = _plan_and_redactor(config, overrides, backend, allow)
+        plan = shown_plan(real, redactor)
+        redactor = redactor.without(_public(real))
         if as_json:
-            sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+            sys.stdout.write(redactor.text(plan.model_dump_json(indent=2)) + "\n")
             return
-        render(plan, _console())
+        console = _console()
+        with console.capture() as captured:
+            render(plan, console)
+        # and whatever the tables print beyond the plan's own fields, e.g. the Modal calls
+        sys.stdout.write(redactor.text(captured.get()))
 
     @app.command("schema", help=SCHEMA_HELP)
     def schema_cmd(

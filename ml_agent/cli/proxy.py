@@ -106,6 +106,34 @@ class FileTokenStore:
             os.close(lock)  # releases the flock
 
 
+def check_budget(budget: float | None) -> float | None:
+    """`--budget`: a positive number of USD (or none); anything else is a usage error."""
+    import math
+
+    if budget is not None and not (budget > 0 and math.isfinite(budget)):
+        raise typer.BadParameter(f"a budget is a positive number of USD (got {budget:g})",
+                                 param_hint="'--budget'")
+    return budget
+
+
+def bind(host: str, port: int) -> Any:
+    """The listening socket, bound now: a busy port is said before any token is minted."""
+    import errno
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise MlAgentError(f"port {port} on {host} is busy (another proxy?): stop it, or "
+                               "choose another with --port") from None
+        raise MlAgentError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
 def mint(store: Any, run_id: str | None, ttl: float, budget: float | None) -> str:
     from ml_agent.contracts import hash_token, mint_token, new_run_id
 
@@ -130,7 +158,8 @@ def register(app: typer.Typer) -> None:
         tokens_file: Path | None = typer.Option(  # noqa: B008 - Typer's declaration style
             None, help="Accept tokens minted into it."),
         prefix: str = typer.Option("", help="Path prefix the proxy is served under."),
-        budget: float | None = typer.Option(None, help="Budget (USD) of the minted token."),
+        budget: float | None = typer.Option(None, help="Budget (USD) of the minted token.",
+                                            callback=check_budget),
         ttl: str = typer.Option("24h", help="Lifetime of the minted token."),
     ) -> None:
         import logging
@@ -141,6 +170,7 @@ def register(app: typer.Typer) -> None:
         if not key:
             raise MlAgentError(f"${key_env} is not set: export the API key for {upstream} "
                                "there, or name another variable with --key-env")
+        sock = bind(host, port)
         store: Any
         if tokens_file is not None:
             store = FileTokenStore(tokens_file)
@@ -155,13 +185,14 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise MlAgentError(f"--upstream: {exc}") from None
         typer.echo(f"proxy for {upstream} on http://{host}:{port}{prefix}", err=True)
-        serve(app, host=host, port=port)
+        serve(app, host=host, port=port, sock=sock)
 
     @proxy_app.command("token", help=TOKEN_HELP)
     def token_cmd(
         run_id: str | None = typer.Option(None, help="Run id (default: a new one)."),
         ttl: str = typer.Option("1h", help="Lifetime, e.g. 30m, 1h, 48h."),
-        budget: float | None = typer.Option(None, help="Budget in USD (default: none)."),
+        budget: float | None = typer.Option(None, help="Budget in USD (default: none).",
+                                            callback=check_budget),
         tokens_file: Path | None = typer.Option(  # noqa: B008 - Typer's declaration style
             None, help="Where the hash goes (default: $ML_AGENT_HOME/proxy-tokens.json)."),
     ) -> None:

@@ -41,7 +41,7 @@ def pull(
     from rich.markup import escape
 
     from ml_agent.cli.output import err_console
-    from ml_agent.cli.runs import _backend_for, _record
+    from ml_agent.cli.runs import _backend_for, _data_volume_name, _record
     from ml_agent.cli.table import clean
     from ml_agent.runs.copy import check_space, copy_file, make_folders, plan_copy
     from ml_agent.runs.locate import Locator
@@ -50,7 +50,7 @@ def pull(
     record = _record(backend, run_id)
     if record is None:
         raise RunNotFound(f"no run {run!r} (see `ml-agent ps`)")
-    folder = Locator().folder(record)
+    folder = Locator(data_volume_of=_data_volume_name).folder(record)
     folder.check()
     target = dest or Path(run_id)
     err = err_console()

@@ -77,11 +77,12 @@ def gather(records: list[RunRecord], workers: int | None = None) -> list[Row]:
     runs in ~0.3 s); with Modal runs, `workers` threads (default MODAL_WORKERS) read at once."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from ml_agent.cli.runs import _data_volume_name
     from ml_agent.errors import VolumeGone
     from ml_agent.runs.gather import gather_row
     from ml_agent.runs.locate import Locator
 
-    locator = Locator()
+    locator = Locator(data_volume_of=_data_volume_name)
 
     def one(record: RunRecord) -> Row:
         try:

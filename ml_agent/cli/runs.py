@@ -6,7 +6,7 @@ Heavy imports (backends, Rich) happen inside the commands, so `--help` stays fas
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
 import json
 import os
 import sys
@@ -29,7 +29,10 @@ UP_HELP = """Launch the agent: chat with it (on a terminal), or give it a `--tas
 
 With no CONFIG, runs the shipped `configs/local.yaml`: this machine, a bubblewrap sandbox,
 no Modal account (needs ANTHROPIC_API_KEY or `$ML_AGENT_HOME/secrets/anthropic-secret.env`).
-Ctrl-C stops the run, then runs a final metric sync; `--detach` leaves it running.
+At any moment: Ctrl-D ends the conversation (the agent finishes its turn, the run ends),
+/detach leaves the run going (`ml-agent attach` re-joins), Ctrl-C stops it, then runs a
+final metric sync. `--detach` returns at once. A `--task` run ends by printing where its
+result.json, transcript and outputs are.
 
 Examples:
 
@@ -38,7 +41,8 @@ Examples:
     ml-agent up configs/a10.yaml --detach --set sandbox.timeout=4h
 """
 
-Sets = typer.Option([], "--set", help="Override a config value: dotted.key=value (repeatable).")
+Sets = typer.Option([], "--set", metavar="KEY=VALUE",
+                    help="Override a config value: dotted.key=value (repeatable).")
 
 
 def register(app: typer.Typer) -> None:
@@ -80,14 +84,25 @@ def _backend(name: str) -> Backend:
 
 
 def _backend_for(run: str) -> tuple[Backend, str]:
-    """The backend whose registry holds `run` (local first), and the full run id."""
+    """The backend whose registry holds `run` (an id or a unique prefix), and the full id.
+
+    Local runs first: Modal is asked only when no local run matches. A prefix that matches
+    several runs is an error that lists them.
+    """
     from ml_agent.backends.local import registry
 
-    try:
-        return _backend("local"), registry.find(run).run_id
-    except RunNotFound:
-        if not _modal_configured():
-            raise
+    if not run or "/" in run:
+        raise RunNotFound(f"no run {run!r} (see `ml-agent ps`)")
+    local = [p.run_id for p in registry.all_runs() if p.run_id.startswith(run)]
+    if run in local:
+        local = [run]
+    if len(local) > 1:
+        shown = ", ".join(local[:5]) + (", …" if len(local) > 5 else "")
+        raise RunNotFound(f"{run!r} matches {len(local)} runs ({shown}); give more of the id")
+    if local:
+        return _backend("local"), local[0]
+    if not _modal_configured():
+        raise RunNotFound(f"no run {run!r} (see `ml-agent ps`)")
     backend = _backend("modal")
     # The registry as it is: `ps` would also record how a run that ended by itself ended,
     # and leave nothing for `finish` (its final metric sync) to do.
@@ -98,6 +113,40 @@ def _backend_for(run: str) -> tuple[Backend, str]:
         if record.run_id.startswith(run):
             return backend, record.run_id
     raise RunNotFound(f"no run {run!r} (see `ml-agent ps`)")
+
+
+def where(record: RunRecord) -> dict[str, Any]:
+    """Where a run's folder is, from this machine: the host path of a local run; the volume
+    name and path of a Modal run (`modal volume get` fetches it)."""
+    rel = f"runs/{record.run_id}"
+    if record.backend == "local":
+        from ml_agent.backends.local import registry
+
+        try:  # launch.json: our own file (0600), written by `up`
+            launch = json.loads(registry.RunPaths.of(record.run_id).launch.read_text())
+            return {"host_path": str(Path(launch["host"]["volumes"]["data"]) / rel)}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"host_path": None}
+    return {"volume": _data_volume_name(record), "path": rel}
+
+
+def _data_volume_name(record: RunRecord) -> str | None:
+    """The data volume of a Modal run: recorded in the registry since issue 15; for older
+    records, from its config."""
+    return record.data_volume or _config_data_volume(record.config)
+
+
+@functools.cache
+def _config_data_volume(config: str) -> str | None:
+    """One load per config file, however many runs `ps --json` lists; None when the config
+    is gone or no longer valid."""
+    from ml_agent.config import load_config
+    from ml_agent.plan import build_plan
+
+    try:
+        return build_plan(load_config(config), config).data_volume.name
+    except (MlAgentError, OSError):
+        return None
 
 
 def _record(backend: Backend, run_id: str) -> RunRecord | None:
@@ -178,20 +227,30 @@ def _progress_to_terminal(backend: Backend, run_id: str) -> Iterator[None]:
 
 def up(
     config: str = typer.Argument(None, help="Config file; default: the shipped local.yaml."),
-    task: str = typer.Option(None, "--task", "-t", help="Run this task one-shot, then exit."),
+    task: str = typer.Option(None, "--task", "-t", metavar="TEXT",
+                             help="Run this task one-shot, then exit."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Print the run id and return."),
     sets: list[str] = Sets,
-    backend: str = typer.Option(None, "--backend", help="modal | local (overrides `backend:`)."),
+    backend: str = typer.Option(None, "--backend", metavar="modal|local",
+                                help="Overrides the config's `backend:`."),
+    allow: list[str] = typer.Option(  # noqa: B008 - the project tree rule: ml_agent.config.tree
+        [],
+        "--allow-outside",
+        metavar="PATH",
+        help="Let extends: and src: name files in PATH, outside the project tree (also "
+        "$ML_AGENT_ALLOW_OUTSIDE).",
+    ),
 ) -> None:
     from ml_agent.config import load_config
     from ml_agent.contracts import CONFIGS_DIR, new_run_id
     from ml_agent.plan import build_plan
 
     if backend not in (None, "modal", "local"):
-        raise typer.BadParameter(f"unknown backend {backend!r}: use modal or local")
+        raise typer.BadParameter(f"choose modal or local (got {backend!r})",
+                                 param_hint="'--backend'")
     path = config or str(CONFIGS_DIR / "local.yaml")
     overrides = [*sets, *([f"backend={backend}"] if backend else [])]
-    plan = build_plan(load_config(path, overrides), path).for_launch(new_run_id())
+    plan = build_plan(load_config(path, overrides, allow=allow), path).for_launch(new_run_id())
     runner = _backend(plan.backend)
     err = _err()
     if task is None and not detach and not sys.stdin.isatty():
@@ -204,8 +263,10 @@ def up(
         except KeyboardInterrupt:
             err.print("interrupted: nothing is running")
             raise typer.Exit(130) from None
+    from rich.markup import escape
+
     for warning in getattr(runner, "warnings", []):
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if detach:
         _console().print(record.run_id, highlight=False)
         err.print(
@@ -239,7 +300,9 @@ def _short(line: str, width: int = 100) -> str:
 def attach(run: str = typer.Argument(..., help="Run id (or a unique prefix).")) -> None:
     """Re-join a run's conversation: replays what happened, then follows it live.
 
-    Ctrl-C stops the run, then runs a final metric sync; type /detach to leave it running.
+    At any moment, also during a long tool call or on a `--task` run: /detach leaves the run
+    going, Ctrl-D ends the conversation (on a `--task` run: detaches), Ctrl-C stops the run
+    and runs a final metric sync.
 
     Examples:
 
@@ -251,65 +314,199 @@ def attach(run: str = typer.Argument(..., help="Run id (or a unique prefix).")) 
 
 
 def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
-    """Follow a run's events (and, on a terminal, chat); the exit code of the agent."""
+    """Follow a run's events and, on a terminal, read the keyboard at the same time: a
+    message, `/detach`, Ctrl-D or Ctrl-C is acted on at any moment, also during a long tool
+    call and when attached to a `--task` run. The exit code of the agent."""
+    import queue
+    import threading
+
     from ml_agent.cli import chat
     from ml_agent.contracts import protocol
 
     renderer = _renderer(backend, run_id)
-    interactive = not one_shot and chat.is_interactive()
-    last = 0
+    renderer.one_shot = one_shot
+    keys = chat.Keyboard() if chat.is_interactive() else None
+    state = _Conversation(one_shot=one_shot)
     result: dict[str, Any] | None = None
-    waiting = False  # the agent is waiting for the user's next message
+    ended_by_user = False
+    activity = _Activity(_err())
     try:
+        last = 0
         for event in protocol.dedupe(backend.events(run_id, follow=False)):
             last = event["seq"]
             renderer.render(event)
+            state.saw(event)
             result = event if event["type"] == protocol.RESULT else result
-            waiting = event["type"] in (protocol.READY, protocol.TURN_END)
-        live: Iterator[dict[str, Any]] = protocol.dedupe(
-            backend.events(run_id, follow=True), after=last
-        )
+        # The live events come from a thread: the main thread reads the keyboard meanwhile.
+        events: queue.Queue[dict[str, Any] | BaseException | None] = queue.Queue()
+
+        def pump() -> None:
+            try:
+                for event in protocol.dedupe(backend.events(run_id, follow=True), after=last):
+                    events.put(event)
+            except Exception as exc:  # noqa: BLE001 - handed to the main thread, raised there
+                events.put(exc)
+            events.put(None)
+
+        following = result is None  # a replay that holds the result: the run is over
+        if following:
+            threading.Thread(target=pump, daemon=True, name="events").start()
+        if keys is not None and result is None:
+            _err().print(f"[dim]{chat.KEYS_HELP_TASK if state.one_shot else chat.KEYS_HELP}[/]")
         if last == 0:  # the agent is still starting (its Claude CLI): say so until it speaks
-            with _err().status("waiting for the agent to start…"):
-                first = next(live, None)
-            if first is not None:
-                live = itertools.chain([first], live)
-        if not interactive:
-            for event in live:
-                renderer.render(event)
-                result = event if event["type"] == protocol.RESULT else result
-        else:
-            while result is None:
-                if waiting:
-                    text = chat.read_user(_console())
-                    if text is None:  # Ctrl-D: the conversation is over
-                        _stop_run(backend, run_id)
-                        return 0
-                    if text.strip() == chat.DETACH_COMMAND:
+            activity.start("waiting for the agent to start")
+        prompted = False
+        # Until the stream ends, also after the result: the run's end (status recorded, the
+        # final metric sync) follows the agent's result, and `ps` right after must see it.
+        while following:
+            if keys is not None and state.waiting and not prompted and not state.one_shot:
+                activity.stop()
+                _console().print("[bold]you>[/] ", end="")
+                prompted = True
+            for line in keys.lines(0.05) if keys is not None else ():
+                if line is chat.Keyboard.EOF or (line or "").strip() == chat.DETACH_COMMAND:
+                    if line is not None or state.one_shot:  # /detach; Ctrl-D on a --task run
+                        activity.stop()
                         _err().print(f"detached; `ml-agent attach {run_id}` to re-join")
                         return 0
-                    if not text.strip():
-                        continue
-                    backend.send(run_id, protocol.encode_input(protocol.IN_USER, text=text))
-                    waiting = False
-                event = next(live, None)
-                if event is None:
+                    # Ctrl-D: the conversation is over; the agent ends its turn, then the run
+                    backend.send(run_id, protocol.encode_input(protocol.IN_END))
+                    ended_by_user = True
+                    if prompted:  # Ctrl-D echoes no newline
+                        _console().print()
+                        prompted = False
+                    _err().print("[dim]ending the conversation: the agent finishes its turn, "
+                                 "then the run ends (Ctrl-C stops it now)[/]")
+                    keys = None
                     break
-                renderer.render(event)
-                result = event if event["type"] == protocol.RESULT else result
-                waiting = chat.turn_over(event) or event["type"] == protocol.READY
+                text = (line or "").strip()
+                if not text:
+                    continue
+                if state.one_shot:
+                    _err().print(f"[dim]this run works on its task: {chat.KEYS_HELP_TASK}[/]")
+                    continue
+                if not state.waiting:
+                    _err().print("[dim](the agent is working: your message comes next)[/]")
+                renderer.sent.append(text)
+                backend.send(run_id, protocol.encode_input(protocol.IN_USER, text=text))
+                state.waiting, prompted = False, False
+            try:
+                item = events.get(timeout=0.05 if keys is not None else 0.5)
+            except queue.Empty:
+                activity.tick()
+                continue
+            while True:  # everything that arrived meanwhile
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if prompted:  # the prompt's line is the user's: events go below it
+                    _console().print()
+                    prompted = False
+                activity.stop()
+                renderer.render(item)
+                state.saw(item)
+                result = item if item["type"] == protocol.RESULT else result
+                if item["type"] == protocol.TOOL_USE:
+                    activity.start(f"{item.get('name', 'tool')} running")
+                if result is not None and keys is not None:
+                    keys = None  # nothing to say to a run that has ended
+                    activity.start("ending the run")
+                try:
+                    item = events.get_nowait()
+                except queue.Empty:
+                    break
+            if item is None:
+                break
     except KeyboardInterrupt:
+        activity.stop()
         _stop_run(backend, run_id)
         return 130
+    finally:
+        activity.stop()
     # The run ended by itself (its result, or the end of its output): end it now, so that a
     # one-shot run's final metric sync and usage do not wait for a later `ps` or `stop`.
-    record = _finish_run(backend, run_id)
+    record = _finish_run(backend, run_id) or _record(backend, run_id)
     if result is not None:
-        return 0 if result.get("status") == "succeeded" else 1
-    record = record or _record(backend, run_id)
-    status = record.status if record else "unknown"
-    _err().print(f"run {run_id} ended: {status}")
+        renderer.summary(result, run_id, by_user=ended_by_user)
+        status = str(result.get("status"))
+    else:
+        status = record.status if record else "unknown"
+        said = "finished by the user" if ended_by_user and status == "succeeded" else status
+        _err().print(f"run {run_id} ended: {said}")
+    if record is not None:
+        _print_where(record)
     return 0 if status == "succeeded" else 1
+
+
+class _Conversation:
+    """What the replayed and live events say about the conversation."""
+
+    def __init__(self, *, one_shot: bool) -> None:
+        self.one_shot = one_shot
+        self.waiting = False  # the agent waits for the user's next message
+
+    def saw(self, event: dict[str, Any]) -> None:
+        from ml_agent.cli import chat
+        from ml_agent.contracts import protocol
+
+        if event["type"] == protocol.READY and event.get("mode") == "one-shot":
+            self.one_shot = True
+        self.waiting = chat.turn_over(event) or event["type"] == protocol.READY
+
+
+class _Activity:
+    """A spinner with the elapsed time while nothing is printed (a long tool call, the
+    agent's start); only on a terminal, so logs get no control sequences."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.status: Any = None
+        self.what = ""
+        self.since = 0.0
+
+    def start(self, what: str) -> None:
+        self.stop()
+        if not self.console.is_terminal:
+            return
+        self.what, self.since = what, time.monotonic()
+        self.status = self.console.status(self._text())
+        self.status.start()
+
+    def tick(self) -> None:
+        if self.status is not None:
+            self.status.update(self._text())
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def _text(self) -> str:
+        from rich.markup import escape
+
+        return f"{escape(self.what)}… {time.monotonic() - self.since:.0f} s"
+
+
+def _print_where(record: RunRecord) -> None:
+    """Where the run's results are: result.json, the transcript, the outputs."""
+    from ml_agent.contracts import protocol
+
+    place = where(record)
+    err = _err()
+    if place.get("host_path"):
+        folder = place["host_path"]
+        # soft_wrap: a path is copied from the terminal, so it is never broken by Rich
+        err.print(f"results: {folder}/{protocol.RESULT_FILE}", highlight=False, soft_wrap=True)
+        err.print(f"transcript: {folder}/{protocol.TRANSCRIPT_FILE}", highlight=False,
+                  soft_wrap=True)
+        err.print(f"outputs: {folder}/", highlight=False, soft_wrap=True)
+    elif place.get("path"):
+        volume = place.get("volume") or "<data volume>"
+        err.print(f"results: volume {volume}, {place['path']}/ ({protocol.RESULT_FILE}, "
+                  f"{protocol.TRANSCRIPT_FILE}, the outputs); "
+                  f"`modal volume get {volume} {place['path']}` copies them here",
+                  highlight=False, soft_wrap=True)
 
 
 # -- ps / logs / stop ----------------------------------------------------------------------
@@ -338,7 +535,8 @@ def _all_records(which: str) -> list[RunRecord]:
 
 def ps(
     as_json: bool = typer.Option(False, "--json", help="One JSON array of run records."),
-    backend: str = typer.Option("all", "--backend", help="all | local | modal."),
+    backend: str = typer.Option("all", "--backend", metavar="all|local|modal",
+                                help="Which registries to list."),
 ) -> None:
     """Live and finished runs, newest first: status, config, GPU, age, cost so far.
 
@@ -353,17 +551,20 @@ def ps(
     """
     records = _all_records(backend)
     if as_json:
-        sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
+        rows = [{**r.to_dict(), "where": where(r)} for r in records]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    from ml_agent.cli.table import print_table  # Rich's Table: 1.4 s for 1,000 runs
+    # Rich's Table took 1.4 s for 1,000 runs; the plain table never cuts a cell (the run id
+    # is what people paste into attach/logs/stop)
+    from ml_agent.cli.table import print_table
 
     now = time.time()
-    rows = [[r.run_id, r.status, r.backend, r.config, r.gpu or "-", _age(now - r.created_at),
-             _cost(r)] for r in records]
+    cells = [[r.run_id, r.status, r.backend, r.config, r.gpu or "-", _age(now - r.created_at),
+              _cost(r)] for r in records]
     if not records:
         _err().print("no runs yet: `ml-agent up` starts one")
         return
-    print_table(("RUN", "STATUS", "BACKEND", "CONFIG", "GPU", "AGE", "COST"), rows)
+    print_table(("RUN", "STATUS", "BACKEND", "CONFIG", "GPU", "AGE", "COST"), cells)
 
 
 def _cost(record: RunRecord) -> str:

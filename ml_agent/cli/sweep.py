@@ -7,7 +7,10 @@ import sys
 
 import typer
 
+from ml_agent.config.tree import FLAG, FLAG_HELP
 from ml_agent.errors import MlAgentError
+
+Allow = typer.Option([], FLAG, metavar="PATH", help=FLAG_HELP)
 
 SWEEP_HELP = """Launch a sweep: every task × every combination of the axes' values, detached,
 at most `max_parallel` live at a time (on the local backend, at most one per CPU core).
@@ -42,6 +45,7 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs and the worst case."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: the runs as JSON."),
     resume: str = typer.Option(None, "--resume", help="Launch what a sweep has not launched."),
+    allow: list[str] = Allow,
 ) -> None:
     from ml_agent.runs.sweepfile import load_sweep
     from ml_agent.runs.sweeps import SweepRecord, check_budget, run_plan
@@ -53,14 +57,14 @@ def sweep(
             raise typer.BadParameter("--dry-run takes a FILE, not --resume")
         _drive(SweepRecord.load(resume))
         return
-    loaded = load_sweep(file)
-    plans = [run_plan(str(loaded.base), list(r.overrides)) for r in loaded.runs]
+    loaded = load_sweep(file, allow)
+    plans = [run_plan(str(loaded.base), list(r.overrides), allow=allow) for r in loaded.runs]
     if dry_run:
         _print_dry_run(loaded, plans, as_json)
         check_budget([p.proxy.budget_usd for p in plans], loaded.spec.budget_usd)
         return
     check_budget([p.proxy.budget_usd for p in plans], loaded.spec.budget_usd)
-    record = SweepRecord.new(loaded)
+    record = SweepRecord.new(loaded, allow)
     record.save()
     print(record.sweep_id)
     _drive(record)

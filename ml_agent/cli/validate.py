@@ -23,11 +23,17 @@ HELP = """Check config files offline: every problem of every file, as `file:line
 PATHS are files, folders (searched recursively for *.yaml and *.yml) or globs. Exit code 0
 when all are valid, 1 when any has a problem, 2 for usage errors (e.g. nothing matched).
 
+Safe on untrusted configs (a pull request in CI): `extends:` and `src:` may name only
+files inside the project tree (the nearest folder above the config holding .git, else the
+config's folder; symlinks resolved) unless --allow-outside admits more, and a value from
+`${env:NAME}` is shown as `${env:NAME}`, never as its value.
+
 Examples:
 
     ml-agent validate configs/a10.yaml
     ml-agent validate configs/ --format github   # CI annotations
     ml-agent validate 'configs/*.yaml' --set sandbox.gpu=H100
+    ml-agent validate configs/ --allow-outside ../shared-configs
 """
 
 
@@ -62,8 +68,14 @@ def expand(paths: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def run(paths: Sequence[str], fmt: str = "text", overrides: Sequence[str] = ()) -> int:
-    """Validate every file PATHS name; print the problems; return the exit code."""
+def run(
+    paths: Sequence[str],
+    fmt: str = "text",
+    overrides: Sequence[str] = (),
+    allow: Sequence[str] = (),
+) -> int:
+    """Validate every file PATHS name; print the problems; return the exit code.
+    `allow`: folders outside the project tree that configs may name (--allow-outside)."""
     from ml_agent.config import check
     from ml_agent.config.messages import FORMATS, render
 
@@ -76,7 +88,7 @@ def run(paths: Sequence[str], fmt: str = "text", overrides: Sequence[str] = ()) 
     bad = 0
     seen = set()
     for file in files:
-        _, diags = check(file, overrides)
+        _, diags = check(file, overrides, allow=allow)
         bad += bool(diags)
         # a problem in a shared base (or --set) shows up for every file using it: print it once
         new = [d for d in diags if d not in seen]
@@ -99,10 +111,9 @@ def run(paths: Sequence[str], fmt: str = "text", overrides: Sequence[str] = ()) 
 
 
 def _usage(message: str) -> int:
-    sys.stderr.write(
-        f"error: {message}\nUsage: ml-agent validate [--format text|json|github] "
-        "[--set KEY=VALUE]... PATH...\nTry 'ml-agent validate --help'.\n"
-    )
+    from ml_agent.cli.output import usage_line
+
+    sys.stderr.write(usage_line("ml-agent validate", message) + "\n")
     return USAGE_EXIT
 
 
@@ -131,6 +142,7 @@ def fast_main(argv: Sequence[str]) -> int:
     paths: list[str] = []
     fmt = "text"
     overrides: list[str] = []
+    allow: list[str] = []
     args = list(argv)
     i = 0
     while i < len(args):
@@ -140,7 +152,7 @@ def fast_main(argv: Sequence[str]) -> int:
             paths += args[i:]
             break
         name, eq, inline = arg.partition("=")
-        if name in ("--format", "-f", "--set"):
+        if name in ("--format", "-f", "--set", "--allow-outside"):
             if eq:
                 value = inline
             elif i < len(args):
@@ -149,6 +161,8 @@ def fast_main(argv: Sequence[str]) -> int:
                 return _usage(f"option '{name}' needs a value")
             if name == "--set":
                 overrides.append(value)
+            elif name == "--allow-outside":
+                allow.append(value)
             else:
                 fmt = value
         elif arg.startswith("-") and arg != "-":
@@ -156,13 +170,15 @@ def fast_main(argv: Sequence[str]) -> int:
         else:
             paths.append(arg)
     try:
-        return run(paths, fmt, overrides)
+        return run(paths, fmt, overrides, allow)
     except UsageError as exc:
         return _usage(str(exc))
 
 
 def register(app: typer.Typer) -> None:
     import typer
+
+    from ml_agent.config import tree
 
     @app.command("validate", help=HELP)
     def validate(
@@ -179,9 +195,12 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = typer.Option(  # noqa: B008
             [], "--set", metavar="KEY=VALUE", help="Override a value (parsed as YAML)."
         ),
+        allow: list[str] = typer.Option(  # noqa: B008
+            [], tree.FLAG, metavar="PATH", help=tree.FLAG_HELP
+        ),
     ) -> None:
         try:
-            code = run(paths, fmt, overrides)
+            code = run(paths, fmt, overrides, allow)
         except UsageError as exc:
             code = _usage(str(exc))
         raise typer.Exit(code)

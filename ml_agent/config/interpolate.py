@@ -8,12 +8,17 @@
 
 A string that is exactly one `${...}` takes the referenced value itself (a number stays a
 number, a mapping is copied); inside longer text the value is inserted as text.
+
+Every value inserted from the environment is recorded with the text to show instead
+(`${env:NAME}`), and so is every path that holds one, directly or through references:
+what is printed shows where a value came from, never the value (`config.redact`). The
+same holds for values referenced from files outside the project tree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, NamedTuple
 
 from ml_agent.config.messages import Diagnostic, KeyPath, did_you_mean, dotted
 from ml_agent.config.safe_yaml import Doc, copy_data, walk
@@ -23,13 +28,22 @@ MAX_STRING = 64 * 1024  # an interpolated string; `${b}${b}${b}` chains could gr
 MAX_COPIED = 20_000  # values copied by whole-string references to mappings or lists
 
 
-def interpolate(doc: Doc, env: Mapping[str, str], display: str) -> set[KeyPath]:
+class Interpolated(NamedTuple):
+    poisoned: set[KeyPath]  # left unresolved (their problem is reported)
+    shown: dict[str, str]  # inserted value -> what to show instead, e.g. '${env:TOKEN}'
+    tainted: set[KeyPath]  # the paths whose value holds such a value
+
+
+def interpolate(
+    doc: Doc, env: Mapping[str, str], display: str, outside: Collection[str] = ()
+) -> Interpolated:
     """Resolve every `${...}` in `doc.data` in place; problems go to `doc.problems`.
-    Returns the paths left unresolved (their problem is reported)."""
-    interp = _Interpolator(doc, env, display)
+    `outside`: the files (as displayed) outside the project tree, whose values are
+    recorded like environment values when a reference copies them."""
+    interp = _Interpolator(doc, env, display, outside)
     for path in _templates(doc.data):
         interp.resolve(path)
-    return interp.poisoned
+    return Interpolated(interp.poisoned, interp.shown, interp.tainted)
 
 
 def _templates(value: Any) -> list[KeyPath]:
@@ -58,10 +72,15 @@ class _Interpolator:
     """Resolves `${a.b.c}` (references into the merged config, chained) and
     `${env:NAME}` / `${env:NAME:-default}`; `$${` is a literal `${`."""
 
-    def __init__(self, doc: Doc, env: Mapping[str, str], display: str):
+    def __init__(
+        self, doc: Doc, env: Mapping[str, str], display: str, outside: Collection[str] = ()
+    ):
         self.doc = doc
         self.env = env
         self.display = display
+        self.outside = outside
+        self.shown: dict[str, str] = {}
+        self.tainted: set[KeyPath] = set()
         self.done: set[KeyPath] = set()
         self.active: list[KeyPath] = []
         self.poisoned: set[KeyPath] = set()
@@ -75,6 +94,17 @@ class _Interpolator:
 
     def set(self, path: KeyPath, value: Any) -> None:
         self.get(path[:-1])[path[-1]] = value
+
+    def note(self, path: KeyPath, value: Any, expr: str) -> None:
+        """`value` (inserted at `path` by `${expr}`) is shown as that reference, never as
+        itself; so is each string in it."""
+        self.tainted.add(path)
+        for sub in walk(value, ()):
+            leaf = value
+            for part in sub:
+                leaf = leaf[part]
+            if isinstance(leaf, str) and leaf:
+                self.shown.setdefault(leaf, "${" + ".".join([expr, *map(str, sub)]) + "}")
 
     def error(self, path: KeyPath, message: str) -> None:
         # a value copied by a reference has no position of its own: use its nearest parent's
@@ -159,6 +189,7 @@ class _Interpolator:
                     f"default: '${{env:{name}:-value}}'",
                 )
                 raise _Poison
+            self.note(path, value, expr.partition(":-")[0])
             return value
         if not expr:
             self.error(path, "empty '${}'; write '${section.key}' or '${env:NAME}'")
@@ -191,6 +222,13 @@ class _Interpolator:
             if self.budget < 0:
                 self.error(path, f"references copy more than {MAX_COPIED} values")
                 raise _Poison
+        if self.tainted and any(
+            t[: len(target)] == target or target[: len(t)] == t for t in self.tainted
+        ):
+            self.tainted.add(path)  # a value that holds (or is part of) one from env
+        loc = self.doc.values.get(target)
+        if self.outside and loc is not None and loc.file in self.outside:
+            self.note(path, node, expr)
         return node
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from ml_agent.config.interpolate import interpolate
 from ml_agent.config.messages import Diagnostic, KeyPath, in_file_order
 from ml_agent.config.safe_yaml import Doc, Loc, YamlProblem, copy_data, parse, walk
+from ml_agent.config.tree import Tree, realpath
 
 MAX_BYTES = 1 << 20  # a config is a few KiB; refuse anything that cannot be one
 MAX_EXTENDS = 16
@@ -29,6 +30,11 @@ class Source:
     files read (the top config first, then its `extends` chain) and `folders` the real
     folder of each; `problems` holds what the loader found; `poisoned` the paths whose
     value is known bad (model errors there are follow-ups and get dropped).
+
+    `tree`: the folders the config may name files in; `outside`: the files read from an
+    allowed folder outside the project tree (their content is never quoted); `shown`:
+    values inserted from `${env:...}` (or from those files) -> what to print instead;
+    `tainted`: the paths holding such a value.
     """
 
     def __init__(
@@ -42,6 +48,10 @@ class Source:
         problems: list[Diagnostic],
         poisoned: set[KeyPath],
         folders: dict[str, str] | None = None,
+        tree: Tree | None = None,
+        outside: set[str] | None = None,
+        shown: dict[str, str] | None = None,
+        tainted: set[KeyPath] | None = None,
     ) -> None:
         self.path = path  # the top config file, absolute
         self.display = display  # its name as the user wrote it
@@ -52,6 +62,10 @@ class Source:
         self.problems = problems
         self.poisoned = poisoned
         self.folders = {display: str(path.parent)} if folders is None else folders
+        self.tree = Tree(str(path.parent)) if tree is None else tree
+        self.outside = outside or set()
+        self.shown = shown or {}
+        self.tainted = tainted or set()
 
     def value_loc(self, path: KeyPath) -> Loc:
         """Where the value at `path` is written, else its deepest known ancestor."""
@@ -76,11 +90,13 @@ class Source:
 
 
 class LoadFailed(Exception):
-    """The config could not be loaded at all; `diagnostics` says why."""
+    """The config could not be loaded at all; `diagnostics` says why (`outside`: the files
+    read from outside the project tree, whose content a message must not quote)."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], outside: set[str] | None = None) -> None:
         super().__init__("\n".join(map(str, diagnostics)))
         self.diagnostics = diagnostics
+        self.outside = outside or set()
 
 
 def _diag(loc: Loc | None, display: str, path: KeyPath, message: str) -> Diagnostic:
@@ -175,26 +191,7 @@ def parse_file(path: Path, display: str, cached: bool = False) -> Doc:
     )
 
 
-_folders: dict[str, tuple[int, int, str]] = {}  # folder -> (device, inode, its real path)
-
-
-def _realpath(path: Path) -> str:
-    """os.path.realpath, with each folder's real path worked out once: configs come in
-    folders, and realpath costs a stat per path component. The folder's identity is
-    checked on every use, so a symlink pointed elsewhere since is noticed."""
-    if os.path.islink(path):
-        return os.path.realpath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return os.path.realpath(path)
-    known = _folders.get(folder)
-    if known is None or known[:2] != (st.st_dev, st.st_ino):
-        known = (st.st_dev, st.st_ino, os.path.realpath(folder))
-        if len(_folders) < 256:
-            _folders[folder] = known
-    return os.path.join(known[2], name)
+_realpath = realpath  # moved to config.tree (the project tree needs it too)
 
 
 # ---- extends -------------------------------------------------------------------------------
@@ -248,15 +245,23 @@ def _load_chain(
     chain: tuple[str, ...],
     files: list[str],
     folders: dict[str, str],
+    tree: Tree,
+    outside: set[str],
 ) -> Doc:
-    """Load `path` (real path `real`) and what it extends; `files` gets the display names,
-    top file first, and `folders` the real folder of each. `chain` holds the real paths of
-    the files that extend this one (cycle detection)."""
+    """Load `path` (real path `real`, admitted by `tree`) and what it extends; `files`
+    gets the display names, top file first, `folders` the real folder of each and
+    `outside` those outside the project tree. `chain` holds the real paths of the files
+    that extend this one (cycle detection)."""
     files.append(display)
     folders.setdefault(display, os.path.dirname(real))
+    if not tree.inside(real):
+        outside.add(display)
     doc = parse_file(path, display, cached=bool(chain))
     if not isinstance(doc.data, dict):
-        kind = {list: "a list", type(None): "null"}.get(type(doc.data), repr(doc.data))
+        # never the value itself: the file may be anything (a key file someone allowed)
+        kind = {list: "a list", type(None): "null", str: "text"}.get(
+            type(doc.data), type(doc.data).__name__
+        )
         raise YamlProblem(
             Diagnostic(
                 display,
@@ -283,7 +288,10 @@ def _load_chain(
         )
     base_path = path.parent / target
     base_display = os.path.normpath(os.path.join(os.path.dirname(display), target))
-    base_real = _realpath(base_path)
+    base_real = realpath(base_path)
+    if not tree.admits(base_real):  # checked before the file is even looked at
+        raise YamlProblem(_diag(here, display, ("extends",), tree.refusal(repr(target))))
+    base_path = Path(base_real)  # read what was checked
     chain = chain or (real,)
     if base_real in chain:
         names = files[chain.index(base_real) :] + [base_display]
@@ -294,7 +302,14 @@ def _load_chain(
         raise YamlProblem(_diag(here, display, ("extends",), f"more than {MAX_EXTENDS} extends"))
     try:
         base = _load_chain(
-            base_path, base_display, base_real, chain + (base_real,), files, folders
+            base_path,
+            base_display,
+            base_real,
+            chain + (base_real,),
+            files,
+            folders,
+            tree,
+            outside,
         )
     except YamlProblem as exc:
         d = exc.diagnostic
@@ -383,9 +398,12 @@ def load_source(
     path: str | os.PathLike[str],
     overrides: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    allow: Sequence[str] | None = None,
 ) -> Source:
     """Read `path` (with its extends chain), apply `overrides`, resolve `${...}`.
 
+    `allow`: folders outside the project tree that `extends:` and `src:` may name
+    (`--allow-outside`; ML_AGENT_ALLOW_OUTSIDE adds more).
     Raises LoadFailed when nothing can be validated (unreadable file, YAML syntax error,
     a top level that is not a mapping); other problems are in `Source.problems`.
     """
@@ -393,16 +411,22 @@ def load_source(
     file = Path(display)
     files: list[str] = []
     folders: dict[str, str] = {}
-    real = _realpath(file)
+    outside: set[str] = set()
+    tree = Tree.of(display, allow)
+    real = realpath(file)
+    if not tree.admits(real):  # a symlink (or in a symlinked folder) to a file elsewhere
+        diag = Diagnostic(display, 0, 0, (), tree.refusal("this file, through a symlink,"))
+        raise LoadFailed([diag])
     try:
-        doc = _load_chain(file, display, real, (), files, folders)
+        doc = _load_chain(file, display, real, (), files, folders, tree, outside)
     except YamlProblem as exc:
-        raise LoadFailed([exc.diagnostic]) from None
+        raise LoadFailed([exc.diagnostic], outside) from None
     for i, override in enumerate(overrides):
         apply_set(doc, override, i)
-    unresolved = interpolate(doc, os.environ if env is None else env, display)
+    env = os.environ if env is None else env
+    interpolated = interpolate(doc, env, display, outside)
     problems = doc.problems
-    poisoned = doc.poisoned | unresolved
+    poisoned = doc.poisoned | interpolated.poisoned
     return Source(
         path=Path(real),
         display=display,
@@ -413,4 +437,8 @@ def load_source(
         problems=in_file_order(problems, files + [SET_FILE]),
         poisoned=poisoned,
         folders=folders,
+        tree=tree,
+        outside=outside,
+        shown=interpolated.shown,
+        tainted=interpolated.tainted,
     )

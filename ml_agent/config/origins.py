@@ -79,18 +79,32 @@ def _union(tries: list[Trie | str | None]) -> Trie | str | None:
     return out
 
 
-def anchor(data: Any, model: type[BaseModel], folder_of: Callable[[KeyPath], str]) -> Any:
+def anchor(
+    data: Any,
+    model: type[BaseModel],
+    folder_of: Callable[[KeyPath], str],
+    admit: Callable[[KeyPath, str, str], bool] | None = None,
+) -> Any:
     """`data` with each string at a LocalPath field wrapped as LocalRef(text, folder_of(path)).
 
-    `data` itself is left alone: containers on the way to a wrapped value are copied.
+    `admit(path, text, folder)`: False refuses the value (it becomes None, so that no
+    validator looks at the path; `admit` reports why). `data` itself is left alone:
+    containers on the way to a changed value are copied.
     """
     trie = local_paths(model)
-    return data if trie is None else _anchor(data, trie, (), folder_of)
+    return data if trie is None else _anchor(data, trie, (), folder_of, admit)
 
 
-def _anchor(node: Any, trie: Trie | str, path: KeyPath, folder_of: Callable) -> Any:
+def _anchor(
+    node: Any, trie: Trie | str, path: KeyPath, folder_of: Callable, admit: Callable | None
+) -> Any:
     if trie is LEAF:
-        return LocalRef(node, folder_of(path)) if isinstance(node, str) else node
+        if not isinstance(node, str):
+            return node
+        folder = folder_of(path)
+        if admit is not None and not admit(path, node, folder):
+            return None
+        return LocalRef(node, folder)
     each = trie.get(ANY)  # type: ignore[union-attr]
     if isinstance(node, dict):
         # a model's trie names a few fields: look those up, don't scan the mapping
@@ -104,7 +118,7 @@ def _anchor(node: Any, trie: Trie | str, path: KeyPath, folder_of: Callable) -> 
     changed: dict[Any, Any] = {}
     for key, value in items:
         sub: Any = trie.get(key, each)  # type: ignore[union-attr]
-        new = _anchor(value, sub, path + (key,), folder_of)
+        new = _anchor(value, sub, path + (key,), folder_of, admit)
         if new is not value:
             changed[key] = new
     if not changed:

@@ -98,11 +98,14 @@ _new = tuple.__new__
 
 
 class _Composer:
-    def __init__(self, text: str, file: str, line_offset: int = 0, col_offset: int = 0):
+    def __init__(
+        self, text: str, file: str, line_offset: int = 0, col_offset: int = 0,
+        loader: type = _Loader,
+    ):
         self.file = file
         self.text = text
         self.dl, self.dc = line_offset, col_offset
-        self.loader = _Loader(text)
+        self.loader = loader(text)
         self.doc = Doc(None)
         # every value's path in document order: an anchor's subtree is a slice of it, which
         # lets an alias copy the subtree's locations
@@ -417,6 +420,7 @@ def parse(text: str, file: str, line_offset: int = 0, col_offset: int = 0) -> Do
     try:
         return composer.compose()
     except yaml.MarkedYAMLError as exc:
+        _our_limits_first(text, file, line_offset, col_offset)
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
         if exc.context:
@@ -440,6 +444,29 @@ def parse(text: str, file: str, line_offset: int = 0, col_offset: int = 0) -> Do
             )
         ) from None
     except yaml.YAMLError as exc:  # anything else libyaml refuses
+        _our_limits_first(text, file, line_offset, col_offset)
         raise composer.fail(None, f"invalid YAML: {exc}") from None
     finally:
         composer.loader.dispose()
+
+
+def _our_limits_first(text: str, file: str, line_offset: int, col_offset: int) -> None:
+    """libyaml refused the text: if our own rules (nesting depth, value budget, ...) refuse
+    it before that point, raise our problem instead.
+
+    libyaml's scanner reads ahead and has limits of its own that vary by release (PyYAML
+    6.0.3's libyaml stops at 1,000 flow levels, before our composer sees level 65), so what
+    a user reads must not depend on the installed PyYAML. PyYAML's pure-Python parser has no
+    such limit; it runs only on files libyaml already refused.
+    """
+    if _Loader is yaml.SafeLoader:
+        return
+    again = _Composer(text, file, line_offset, col_offset, loader=yaml.SafeLoader)
+    try:
+        again.compose()
+    except YamlProblem:
+        raise
+    except yaml.YAMLError:
+        return
+    finally:
+        again.loader.dispose()

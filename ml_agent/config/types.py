@@ -291,6 +291,12 @@ class LocalRef:
         return repr(self.text)
 
 
+def local_path(base: str, text: str) -> str:
+    """The absolute path a `src:` written in a file in folder `base` names (the project
+    tree check resolves this same path)."""
+    return os.path.abspath(os.path.join(base, text))
+
+
 class LocalPath:
     """`Annotated[str, LocalPath(want_dir=...)]`: a local file (or folder) that must exist.
 
@@ -317,7 +323,7 @@ class LocalPath:
         else:
             return value  # not a string: the str schema says so
         # One stat, no symlink resolution: `ml-agent validate` checks 1,000 configs in a second.
-        path = os.path.abspath(os.path.join(base, text))
+        path = local_path(base, text)
         kind = "folder" if self.want_dir else "file"
         try:
             is_dir = stat.S_ISDIR(os.stat(path).st_mode)

@@ -4,7 +4,7 @@ The hot path is a raw ASGI callable (`AnthropicProxy`): httpx requests and respo
 a pooled lean HTTP/1.1 transport (wire.py), the raw body bytes relayed as they arrive
 (never buffered or decoded; what one socket read brings leaves in one write), usage read
 on the side (metering.py). `create_app` wraps it in a Starlette app whose lifespan closes
-the upstream connections. Security model: README, section "The Anthropic proxy".
+the upstream connections. Security model: docs/security.md, section "The proxy".
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,10 +24,10 @@ import anyio.to_thread
 import httpx
 
 from ml_agent.contracts import TokenStore, UsageSink, hash_token
-from ml_agent.proxy import auth, paths
+from ml_agent.proxy import auth, budget, paths
 from ml_agent.proxy.errors import send_error, sse_error_event
 from ml_agent.proxy.metering import Meter, decoders
-from ml_agent.proxy.wire import Http11Transport
+from ml_agent.proxy.wire import Http11Transport, env_proxy, ssl_context
 
 log = logging.getLogger("ml_agent.proxy")
 Scope = MutableMapping[str, Any]
@@ -35,6 +36,8 @@ MAX_BODY = 32 * 1024 * 1024  # Anthropic's own limit for a Messages request
 # The Claude CLI gives up on a request after 10 minutes (x-stainless-timeout: 600).
 HEADER_TIMEOUT = 600.0
 READ_TIMEOUT = 600.0
+# A request body must arrive whole within this (a slow-body slowloris holds a connection).
+BODY_TIMEOUT = 120.0
 CONNECT_TIMEOUT = 10.0
 
 HOP_BY_HOP = frozenset(
@@ -48,6 +51,12 @@ DROP_REQUEST = HOP_BY_HOP | frozenset(
     b"x-forwarded-for x-forwarded-host x-forwarded-proto x-real-ip".split()
 )
 PATH_ERROR = {403: "permission_error", 404: "not_found_error", 405: "invalid_request_error"}
+# Recording usage is retried (a modal.Dict call can fail transiently), then kept in memory,
+# counted against the budget and added to the next record.
+RECORD_TRIES = 3
+RECORD_BACKOFF = 0.1  # seconds, x4 per try
+#: Called with (status, error type, message) when the upstream refuses the key (401/403).
+AuthErrorCallback = Callable[[int, str, str], None]
 
 
 class AnthropicProxy:
@@ -67,10 +76,13 @@ class AnthropicProxy:
         header_timeout: float = HEADER_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
         prefix: str = "",
         token_ttl: float = 30.0,
         bad_token_limit: int = 20,
         bad_token_window: float = 60.0,
+        on_upstream_auth_error: AuthErrorCallback | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -86,18 +98,30 @@ class AnthropicProxy:
         self.allowed = paths.parse_allowed(allowed_paths)
         self.max_body = max_body
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.tokens = auth.TokenCache(tokens, clock, ttl=token_ttl)
         self.limiter = auth.BadTokenLimiter(clock, bad_token_limit, bad_token_window)
         self._usage_inline = bool(getattr(usage, "nonblocking", False))
+        self.ledger = budget.Ledger()
+        self.on_upstream_auth_error = on_upstream_auth_error
         self._totals: dict[str, dict[str, float]] = {}
         self._encodings = set(decoders()) | {"identity"}
         self._urls: dict[tuple[str, bytes], httpx.URL] = {}
-        # Our lean HTTP/1.1 wire unless told otherwise (wire.py says why). The transport is
-        # called directly: the proxy needs none of httpx.AsyncClient's redirects, cookies,
-        # auth or default headers. CA certificates are loaded only when they can matter.
+        # Our lean HTTP/1.1 wire unless told otherwise (wire.py says why), or httpx's own
+        # transport when the environment names a proxy for the upstream (HTTPS_PROXY,
+        # NO_PROXY). The transport is called directly: the proxy needs none of
+        # httpx.AsyncClient's redirects, cookies, auth or default headers. CA certificates
+        # (SSL_CERT_FILE / SSL_CERT_DIR, else certifi's) load only when they can matter.
+        env = os.environ if environ is None else environ
+        verify = self.upstream.startswith("https:")
+        via = env_proxy(self.upstream, env)
+        if transport is None and via:
+            log.info("reaching the upstream through the proxy the environment names")
+            transport = httpx.AsyncHTTPTransport(proxy=via, verify=ssl_context(verify, env),
+                                                 trust_env=False)
         self._wire: httpx.AsyncBaseTransport = transport or Http11Transport(
-            verify=self.upstream.startswith("https:"))
+            verify=verify, env=env)
         self._timeouts = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=60.0, pool=header_timeout
         ).as_dict()
@@ -142,16 +166,21 @@ class AnthropicProxy:
         token = auth.credential(scope["headers"])
         token_hash = hash_token(token) if token else None
         retry = self.limiter.retry_after(client)
-        if retry is not None and not (token_hash and self.tokens.known(token_hash)):
-            log.debug("refused: too many bad tokens from %s", client)  # a flood: stay quiet
-            await send_error(send, "rate_limit_error",
-                             "too many requests with invalid run tokens; try again later",
-                             headers={"retry-after": str(retry)})
+        limited = retry is not None and not (token_hash and self.tokens.known(token_hash))
+        # A limited address still gets its tokens looked up when that is free (an in-memory
+        # store) or, for a store behind the network, once a second: a fresh valid token
+        # works while a neighbour at the same address floods bad ones.
+        if limited and not (token_hash and (self.tokens.inline
+                                            or self.limiter.spare_lookup(client))):
+            await self._flooded(send, client, retry)
             return
         record = await self.tokens.lookup(token_hash) if token_hash else None
         why = auth.refusal(record, self.clock()) if token_hash else "missing run token"
         if why or record is None:
             self.limiter.failed(client)
+            if limited:
+                await self._flooded(send, client, retry)
+                return
             log.info("refused: %s (from %s)", why, client)
             await send_error(send, "authentication_error",
                              f"ml-agent proxy: {why}; use the run's token as x-api-key")
@@ -164,23 +193,73 @@ class AnthropicProxy:
             await send_error(send, PATH_ERROR[exc.status], str(exc), status=exc.status)
             return
 
-        # How much: the run's budget.
-        if record.budget_usd is not None:
-            spent = (await self._run_totals(record.run_id)).get("cost_usd", 0.0)
-            if spent >= record.budget_usd:
-                log.info("refused: run %s is over budget", record.run_id)
-                await send_error(
-                    send, "billing_error",
-                    f"ml-agent proxy: run {record.run_id} has used ${spent:.4f} of its "
-                    f"${record.budget_usd:g} budget (proxy.budget_usd); no more requests "
-                    "are forwarded for this run",
-                )
-                return
+        # How much: the run's budget (spent already: refused before the body is read).
+        run_id, limit = record.run_id, record.budget_usd
+        if limit is not None and await self._spent(run_id) >= limit:
+            await self._over_budget(send, run_id, limit)
+            return
 
         body = await self._read_body(scope, receive, send)
         if body is None:
             return
-        await self._forward(scope, receive, send, record.run_id, api_path, body)
+        estimate = None
+        if limit is not None and api_path == "/v1/messages":
+            # Reserve this request's worst plausible cost (budget.py): concurrent requests
+            # see each other's reservations. No await between the check and the reserve.
+            estimate = budget.estimate(body)
+            spent = await self._spent(run_id)
+            in_flight = self.ledger.reserved(run_id)
+            if spent + in_flight + estimate.usd > limit:
+                await self._does_not_fit(send, run_id, limit, spent, in_flight, estimate)
+                return
+            self.ledger.reserve(run_id, estimate.usd)
+        try:
+            await self._forward(scope, receive, send, run_id, api_path, body, estimate)
+        finally:
+            if estimate is not None:
+                self.ledger.release(run_id, estimate.usd)
+
+    async def _flooded(self, send: Any, client: str, retry: int | None) -> None:
+        log.debug("refused: too many bad tokens from %s", client)  # a flood: stay quiet
+        await send_error(send, "rate_limit_error",
+                         "too many requests with invalid run tokens; try again later",
+                         headers={"retry-after": str(retry or 1)})
+
+    async def _spent(self, run_id: str) -> float:
+        """Recorded cost plus cost this process could not record (not reservations)."""
+        totals = await self._run_totals(run_id)
+        return float(totals.get("cost_usd", 0.0)) + self.ledger.unrecorded_usd(run_id)
+
+    async def _over_budget(self, send: Any, run_id: str, limit: float) -> None:
+        spent = await self._spent(run_id)
+        log.info("refused: run %s is over budget", run_id)
+        await send_error(
+            send, "billing_error",
+            f"ml-agent proxy: run {run_id} has used ${spent:.4f} of its ${limit:g} budget "
+            "(proxy.budget_usd); no more requests are forwarded for this run",
+        )
+
+    async def _does_not_fit(self, send: Any, run_id: str, limit: float, spent: float,
+                            in_flight: float, estimate: budget.Estimate) -> None:
+        may_cost = (f"this request may cost up to ${estimate.usd:.4f} (~{estimate.input_tokens}"
+                    f" input tokens and half of max_tokens={estimate.max_tokens} at "
+                    f"{estimate.model or 'an unknown model'}'s prices)")
+        if spent + estimate.usd <= limit:
+            # It fits once the requests in flight are settled: the client retries (429).
+            log.info("deferred: run %s has $%.4f reserved in flight", run_id, in_flight)
+            await send_error(
+                send, "rate_limit_error",
+                f"ml-agent proxy: run {run_id} has ${limit - spent:.4f} of its budget left, "
+                f"${in_flight:.4f} of it reserved by requests in flight, and {may_cost}; "
+                "retry when they end", status=429,
+                headers={"retry-after": "1", "x-should-retry": "true"})
+            return
+        log.info("refused: run %s cannot fit a request in its budget", run_id)
+        await send_error(
+            send, "billing_error",
+            f"ml-agent proxy: run {run_id} has ${max(limit - spent, 0):.4f} left of its "
+            f"${limit:g} budget (proxy.budget_usd) and {may_cost}; lower max_tokens or "
+            "raise the budget")
 
     async def _read_body(self, scope: Scope, receive: Any, send: Any) -> bytes | None:
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
@@ -188,8 +267,15 @@ class AnthropicProxy:
         chunks: list[bytes] = []
         size = 0
         more = True
+        deadline = anyio.current_time() + self.body_timeout
         while more:
-            message = await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()) as waiting:
+                message = await receive()
+            if waiting.cancelled_caught:
+                await send_error(send, "invalid_request_error",
+                                 f"request body not received within {self.body_timeout:g} s",
+                                 status=408)
+                return None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
@@ -236,9 +322,9 @@ class AnthropicProxy:
                              extensions={"timeout": self._timeouts})
 
     async def _forward(self, scope: Scope, receive: Any, send: Any, run_id: str,
-                       api_path: str, body: bytes) -> None:
+                       api_path: str, body: bytes, estimate: budget.Estimate | None) -> None:
         request = self._request(scope, api_path, body)
-        metered = _Metered(run_id)
+        metered = _Metered(run_id, api_path == "/v1/messages", estimate)
         started = time.monotonic()
         try:
             # The client going away cancels the exchange, which closes upstream. A plain
@@ -273,6 +359,7 @@ class AnthropicProxy:
         except httpx.TransportError as exc:
             log.warning("upstream unreachable: %s", type(exc).__name__)
             metered.outcome = "502 upstream unreachable"
+            metered.sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             await self._settle(metered)
             await send_error(send, "api_error",
                              "ml-agent proxy could not reach the Anthropic API", status=502)
@@ -284,15 +371,22 @@ class AnthropicProxy:
             raw = response.headers.raw
             headers = [(k.lower(), v) for k, v in raw if k.lower() not in drop]
             content_type = response.headers.get("content-type", "")
+            metered.status = response.status_code
             if api_path == "/v1/messages":
-                metered.meter = Meter("", content_type,
+                metered.meter = Meter(metered.estimate.model if metered.estimate else "",
+                                      content_type,
                                       response.headers.get("content-encoding", ""),
                                       response.status_code)
+            refused_key = (response.status_code in (401, 403)
+                           and self.on_upstream_auth_error is not None)
             metered.outcome = f"{response.status_code} broken off"
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": headers})
             last = b"\n\n"
             feed = metered.meter.feed if metered.meter is not None else None
+            head = _Head(feed) if refused_key else None
+            if head is not None:
+                feed = head
             # The transport's stream itself rather than response.aiter_raw(): one layer less
             # on every read (nothing here needs aiter_raw's chunk sizing or byte count).
             stream = response.stream
@@ -316,6 +410,8 @@ class AnthropicProxy:
             # Usage lands before the client sees the end of the answer.
             await self._settle(metered)
             await send({"type": "http.response.body", "body": b""})
+            if head is not None:
+                self._key_refused(response.status_code, head)
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
@@ -332,19 +428,44 @@ class AnthropicProxy:
 
     async def _settle(self, metered: _Metered) -> None:
         metered.recorded = True
-        if metered.meter is not None:
-            metered.usage = metered.meter.usage()
+        meter = metered.meter
+        if meter is not None:
+            metered.usage = meter.usage()
+        if metered.messages and metered.sent and (meter is None or not meter.complete):
+            metered.usage = _conservative(metered)
         await self._record(metered.run_id, metered.usage)
 
     async def _record(self, run_id: str, usage: dict[str, float]) -> None:
+        pending = self.ledger.take_unrecorded(run_id)
+        if pending:
+            usage = {k: usage.get(k, 0) + pending.get(k, 0) for k in usage.keys() | pending}
+        sink = self.usage_sink
+        for attempt in range(RECORD_TRIES):
+            try:
+                if self._usage_inline:
+                    self._totals[run_id] = sink.add(run_id, usage)
+                else:
+                    self._totals[run_id] = await anyio.to_thread.run_sync(sink.add, run_id, usage)
+                return
+            except Exception:
+                if attempt + 1 < RECORD_TRIES:
+                    log.warning("recording usage for run %s failed; retrying", run_id)
+                    await anyio.sleep(RECORD_BACKOFF * 4**attempt)
+                else:
+                    log.exception("could not record usage for run %s; it is kept in memory, "
+                                  "counted against the budget and added to the next record",
+                                  run_id)
+        self.ledger.keep_unrecorded(run_id, usage)
+
+    def _key_refused(self, status: int, head: _Head) -> None:
+        """The upstream refused our key: tell the collaborator (it may end the run)."""
+        kind, message = head.error()
+        log.error("the upstream refused the API key: %s %s: %s", status, kind, message)
+        assert self.on_upstream_auth_error is not None
         try:
-            sink = self.usage_sink
-            if self._usage_inline:
-                self._totals[run_id] = sink.add(run_id, usage)
-            else:
-                self._totals[run_id] = await anyio.to_thread.run_sync(sink.add, run_id, usage)
+            self.on_upstream_auth_error(status, kind, message)
         except Exception:
-            log.exception("could not record usage for run %s", run_id)
+            log.exception("the upstream-auth-error callback failed")
 
 
 async def _watch_disconnect(receive: Any, exchange: anyio.CancelScope) -> None:
@@ -360,14 +481,57 @@ async def _watch_disconnect(receive: Any, exchange: anyio.CancelScope) -> None:
 class _Metered:
     """One forwarded request's metering state."""
 
-    __slots__ = ("run_id", "meter", "usage", "recorded", "outcome")
+    __slots__ = ("run_id", "messages", "estimate", "meter", "usage", "recorded", "outcome",
+                 "sent", "status")
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, messages: bool, estimate: budget.Estimate | None) -> None:
         self.run_id = run_id
+        self.messages = messages  # a Messages request (the others cost nothing)
+        self.estimate = estimate
         self.meter: Meter | None = None
         self.usage: dict[str, float] = {"requests": 1}
         self.recorded = False
         self.outcome = "client went away"
+        self.sent = True  # the upstream may have received it (and bills it)
+        self.status: int | None = None  # the upstream's answer, once its head arrived
+
+
+def _conservative(metered: _Metered) -> dict[str, float]:
+    """A Messages request whose final usage never arrived (the client hung up, the upstream
+    broke off or went silent): what was streamed (metering.py) and at least its input; an
+    answer not streamed is counted at its reservation (budget.py): it may have been
+    generated whole. An error answer (not 200) costs nothing."""
+    usage = metered.usage
+    estimate = metered.estimate
+    if estimate is None or (metered.status is not None and metered.status != 200):
+        return usage
+    floor = estimate.input_usd() if estimate.stream else estimate.usd
+    if usage.get("cost_usd", 0.0) < floor:
+        usage = {**usage, "cost_usd": floor, "estimated_requests": 1}
+    return usage
+
+
+class _Head:
+    """Feeds the meter and keeps the first 4 KB of an error answer (its message)."""
+
+    __slots__ = ("feed", "data")
+
+    def __init__(self, feed: Callable[[bytes], None] | None) -> None:
+        self.feed = feed
+        self.data = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        if len(self.data) < 4096:
+            self.data += chunk[: 4096 - len(self.data)]
+        if self.feed is not None:
+            self.feed(chunk)
+
+    def error(self) -> tuple[str, str]:
+        try:
+            error = json.loads(self.data)["error"]
+            return str(error.get("type", "")), str(error.get("message", ""))[:300]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return "", ""
 
 
 async def _json(send: Any, status: int, body: dict[str, Any]) -> None:
@@ -387,6 +551,10 @@ def create_app(**kwargs: Any) -> Any:
     tokens / usage: the token store and usage sink (ml_agent.contracts Protocols).
     transport: an httpx transport (tests, or a custom pool); clock: wall clock for expiry.
     allowed_paths, max_body, header_timeout, read_timeout, prefix (where it is mounted).
+    on_upstream_auth_error: called with (status, error type, message) when the upstream
+        refuses the key (401/403), e.g. to end the run at once (the local supervisor does).
+    environ: where HTTPS_PROXY / NO_PROXY / SSL_CERT_FILE / SSL_CERT_DIR are read (default
+        os.environ); a proxy for the upstream means httpx's own transport.
 
     The app's lifespan closes the upstream connections; when it is mounted inside another
     app (whose lifespan runs instead), call `await app.state.proxy.aclose()` at shutdown.

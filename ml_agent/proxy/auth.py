@@ -49,6 +49,11 @@ class TokenCache:
         self._entries: OrderedDict[str, tuple[TokenRecord | None, float]] = OrderedDict()
         self._inline = bool(getattr(store, "nonblocking", False))
 
+    @property
+    def inline(self) -> bool:
+        """Lookups never block (an in-memory store): they cost nothing to make."""
+        return self._inline
+
     def known(self, token_hash: str) -> bool:
         """The hash was a real token at the last lookup (it may have expired since)."""
         entry = self._entries.get(token_hash)
@@ -87,9 +92,10 @@ class BadTokenLimiter:
     """Counts failed authentications per client address in fixed windows.
 
     Once an address has `limit` failures in a window, its requests with tokens that are
-    not already known good get 429 (no store lookup) until the window ends. A token known
-    good still works, so a misbehaving neighbour behind the same address cannot lock a run
-    out.
+    not already known good get 429 until the window ends, unless their lookup is free or
+    the address's spare lookup (one a second) finds them valid. A token known good, or
+    fresh and valid, still works, so a misbehaving neighbour behind the same address cannot
+    lock a run out.
     """
 
     def __init__(self, clock: Callable[[], float], limit: int = 20, window: float = 60.0):
@@ -97,6 +103,7 @@ class BadTokenLimiter:
         self.limit = limit
         self.window = window
         self._counts: dict[Any, tuple[float, int]] = {}
+        self._spare: dict[Any, float] = {}
 
     def retry_after(self, address: Any) -> int | None:
         """Seconds until `address` may try again, or None when it is not limited."""
@@ -109,6 +116,16 @@ class BadTokenLimiter:
             del self._counts[address]
             return None
         return int(left) + 1 if count >= self.limit else None
+
+    def spare_lookup(self, address: Any, every: float = 1.0) -> bool:
+        """May a limited `address` have one store lookup now (at most one per `every` s)?"""
+        now = self.clock()
+        if now - self._spare.get(address, float("-inf")) < every:
+            return False
+        self._spare[address] = now
+        if len(self._spare) > 100_000:
+            self._spare.clear()
+        return True
 
     def failed(self, address: Any) -> None:
         now = self.clock()

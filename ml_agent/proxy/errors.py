@@ -39,12 +39,14 @@ async def send_error(
 ) -> None:
     """Send a complete JSON error response on a raw ASGI `send`."""
     body = error_body(type, message)
+    headers = dict(headers or {})
+    retry = headers.pop("x-should-retry", "false" if (status or STATUS[type]) < 500 else "true")
     raw = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-should-retry", b"false" if (status or STATUS[type]) < 500 else b"true"),
+        (b"x-should-retry", retry.encode()),
     ]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status or STATUS[type], "headers": raw})
     await send({"type": "http.response.body", "body": body})
 

@@ -1,13 +1,73 @@
-"""Serve an ASGI app with uvicorn: in the foreground (`serve`) or on a background thread."""
+"""Serve an ASGI app with uvicorn: in the foreground (`serve`) or on a background thread.
+
+Slowloris: uvicorn bounds idle keep-alive connections but not a request head that never
+ends (or a connection that never sends one), so 1,100 half-open connections starved real
+requests. Each connection must now deliver a whole request head within HEADER_TIMEOUT
+seconds of opening or of its first byte after an answer, and at most MAX_CONNECTIONS
+connections (uvicorn's limit_concurrency: 503 beyond) are served at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from typing import Any
 
+HEADER_TIMEOUT = 10.0
+MAX_CONNECTIONS = 1000
 
-def _config(app: Any, **kwargs: Any) -> Any:
+
+def _protocol(header_timeout: float) -> type:
+    """uvicorn's HTTP protocol (httptools when installed, as "auto" picks, else h11) with a
+    deadline for each request head."""
+    base: type
+    try:
+        import httptools  # noqa: F401
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    class HeadDeadline(base):  # type: ignore[valid-type,misc]
+        """Closes a connection whose request head does not arrive whole in time."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._head_since: float | None = self.loop.time()
+            self._head_timer = self.loop.call_later(header_timeout, self._check_head)
+
+        def data_received(self, data: bytes) -> None:
+            if self._head_since is None and self._between_requests():
+                self._head_since = self.loop.time()
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._head_since = None  # idle: timeout_keep_alive's business until bytes come
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _check_head(self) -> None:
+            since = self._head_since
+            wait = header_timeout
+            if since is not None and self._between_requests():
+                wait = since + header_timeout - self.loop.time()
+                if wait <= 0:
+                    if not self.transport.is_closing():
+                        self.transport.close()
+                    return
+            self._head_timer = self.loop.call_later(wait, self._check_head)
+
+    return HeadDeadline
+
+
+def _config(app: Any, *, header_timeout: float = HEADER_TIMEOUT,
+            max_connections: int = MAX_CONNECTIONS, **kwargs: Any) -> Any:
     import uvicorn
 
     # log_config=None: never reconfigure the host process's logging (tests, the supervisor);
@@ -26,15 +86,22 @@ def _config(app: Any, **kwargs: Any) -> Any:
         timeout_graceful_shutdown=2,
         # Idle client connections (the Claude CLI keeps one alive between turns).
         timeout_keep_alive=75,
+        http=_protocol(header_timeout),
+        limit_concurrency=max_connections,
         **kwargs,
     )
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve `app` until SIGINT/SIGTERM (used by `ml-agent proxy serve`)."""
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8080,
+          sock: socket.socket | None = None, **options: Any) -> None:
+    """Serve `app` until SIGINT/SIGTERM (used by `ml-agent proxy serve`); on `sock` when given
+    (bound by the caller, who has said what a busy port means); `options`: header_timeout,
+    max_connections."""
     import uvicorn
 
-    uvicorn.Server(_config(app, host=host, port=port)).run()
+    uvicorn.Server(_config(app, host=host, port=port, **options)).run(
+        sockets=[sock] if sock else None
+    )
 
 
 class ServerThread:
@@ -47,7 +114,8 @@ class ServerThread:
     known and connectable as soon as `start()` returns.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0,
+                 **options: Any) -> None:
         import uvicorn
 
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -55,7 +123,7 @@ class ServerThread:
         self._sock.bind((host, port))
         self.host = host
         self.port: int = self._sock.getsockname()[1]
-        self._server = uvicorn.Server(_config(app, host=host, port=self.port))
+        self._server = uvicorn.Server(_config(app, host=host, port=self.port, **options))
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ml_agent.contracts import RunRecord, ml_agent_home
@@ -35,8 +36,12 @@ def local_volume(record: RunRecord, name: str | None, key: str, home: Path) -> P
 class Locator:
     """Opens run folders, caching Modal volume handles (one lookup per volume, not per run)."""
 
-    def __init__(self, home: Path | None = None) -> None:
+    def __init__(self, home: Path | None = None,
+                 data_volume_of: Callable[[RunRecord], str | None] | None = None) -> None:
+        """`data_volume_of`: a Modal run's data volume name when its record has none (runs
+        recorded before `RunRecord.data_volume`; the CLI reads it from the run's config)."""
         self.home = home or ml_agent_home()
+        self.data_volume_of = data_volume_of or (lambda record: record.data_volume)
         self._modal: dict[str, ModalFolder | VolumeGone] = {}
         self._trackio: dict[str, Path | None] = {}
         self._tmp: Path | None = None
@@ -55,24 +60,24 @@ class Locator:
             if volume is None:
                 raise VolumeGone(f"run {record.run_id}: its data volume is unknown")
             return LocalFolder(volume, record.run_id)
-        if not record.data_volume:
+        name = self.data_volume_of(record)
+        if not name:
             raise VolumeGone(
-                f"run {record.run_id} was recorded without its data volume's name "
-                "(launched by an older ml-agent)"
+                f"run {record.run_id}: its data volume is unknown (recorded by an older "
+                f"ml-agent, and its config {record.config} is gone or no longer valid)"
             )
-        cached = self._modal.get(record.data_volume)
+        cached = self._modal.get(name)
         if cached is None:
             try:
-                cached = ModalFolder.open(record.data_volume, record.run_id)
+                cached = ModalFolder.open(name, record.run_id)
             except VolumeGone as exc:
                 cached = exc
-            self._modal[record.data_volume] = cached
+            self._modal[name] = cached
         if isinstance(cached, VolumeGone):
             raise VolumeGone(
-                f"the data volume of run {record.run_id} is gone "
-                f"(Modal volume {record.data_volume!r})"
+                f"the data volume of run {record.run_id} is gone (Modal volume {name!r})"
             )
-        return ModalFolder(cached.volume, record.data_volume, record.run_id)
+        return ModalFolder(cached.volume, name, record.run_id)
 
     def trackio_dir(self, record: RunRecord) -> Path | None:
         """A folder on this machine holding the run's trackio databases: a local run's

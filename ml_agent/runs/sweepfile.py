@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -90,13 +91,15 @@ def expand(spec: SweepFile) -> list[tuple[SweepRun, tuple[int, ...]]]:
     return runs
 
 
-def load_sweep(path: str | os.PathLike[str]) -> Sweep:
+def load_sweep(path: str | os.PathLike[str], allow: Sequence[str] = ()) -> Sweep:
     """The validated sweep; raises ConfigError listing every problem, in the sweep file and
-    in the configs its runs would launch."""
+    in the configs its runs would launch. Like a config's `extends:`, `base:` names a file
+    in the sweep file's project tree (or in `allow`, the `--allow-outside` folders)."""
     from ml_agent.config import check
     from ml_agent.config.loader import SET_FILE, Source, parse_file
     from ml_agent.config.messages import Diagnostic, from_validation_error, in_file_order
     from ml_agent.config.safe_yaml import YamlProblem
+    from ml_agent.config.tree import Tree, realpath
     from ml_agent.errors import ConfigError
 
     display = os.fspath(path)
@@ -124,15 +127,19 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
         loc = source.value_loc(("axes",))
         raise ConfigError([Diagnostic(display, loc.line, loc.col, ("axes",),
                                       f"{len(expanded)} runs; a sweep has at most {MAX_RUNS}")])
+    loc = source.value_loc(("base",))
+    tree = Tree.of(display, allow)
+    if not tree.admits(realpath(base)):
+        raise ConfigError([Diagnostic(display, loc.line, loc.col, ("base",),
+                                      tree.refusal(f"base {spec.base!r}"))])
     if not base.is_file():
-        loc = source.value_loc(("base",))
         raise ConfigError([Diagnostic(display, loc.line, loc.col, ("base",),
                                       f"no config file {spec.base!r} next to the sweep file")])
     keys = list(spec.axes)
     seen: set[tuple[str, int, int, str]] = set()
     problems: list[Diagnostic] = []
     for run, picks in expanded:
-        _, found = check(base, run.overrides)
+        _, found = check(base, run.overrides, allow=allow)
         for d in found:
             if d.file == SET_FILE and 0 < d.line <= len(keys):
                 key = keys[d.line - 1]

@@ -51,14 +51,15 @@ class SweepRecord:
     budget_usd: float | None
     created_at: float
     runs: list[dict[str, Any]]  # index, task, overrides, label, run_id, backend, launched_at
+    allow: list[str] = dataclasses.field(default_factory=list)  # --allow-outside folders
 
     @classmethod
-    def new(cls, sweep: Sweep) -> SweepRecord:
+    def new(cls, sweep: Sweep, allow: list[str] | None = None) -> SweepRecord:
         runs = [{"index": r.index, "task": r.task, "overrides": list(r.overrides),
                  "label": r.label, "run_id": None, "backend": None, "launched_at": None}
                 for r in sweep.runs]
         return cls(new_sweep_id(), str(sweep.path), str(sweep.base), sweep.spec.max_parallel,
-                   sweep.spec.budget_usd, time.time(), runs)
+                   sweep.spec.budget_usd, time.time(), runs, list(allow or []))
 
     def save(self, home: Path | None = None) -> None:
         folder = sweeps_dir(home)
@@ -78,7 +79,7 @@ class SweepRecord:
         if len(matches) > 1:
             raise RunNotFound(f"{sweep!r} matches {len(matches)} sweeps; give more of the id")
         data = json.loads((folder / f"{matches[0]}.json").read_text())
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
     def pending(self) -> list[dict[str, Any]]:
         return [r for r in self.runs if not r["launched_at"]]
@@ -92,11 +93,11 @@ def trackio_task(task: str, sweep_id: str, label: str) -> str:
 
 
 def run_plan(base: str, overrides: list[str], run_id: str | None = None,
-             sweep_id: str | None = None) -> Plan:
+             sweep_id: str | None = None, allow: list[str] | None = None) -> Plan:
     from ml_agent.config import load_config
     from ml_agent.plan import build_plan
 
-    plan = build_plan(load_config(base, overrides), base)
+    plan = build_plan(load_config(base, overrides, allow=allow), base)
     return plan.for_launch(run_id or new_run_id(), sweep=sweep_id)
 
 
@@ -129,7 +130,7 @@ class Driver:
                  home: Path | None = None, say: Callable[[str], None] = lambda _: None,
                  poll_s: float = POLL_S, sleep: Callable[[float], None] = time.sleep,
                  make_plan: Callable[..., Plan] | None = None) -> None:
-        """`make_plan(base, overrides, sweep_id=...)`: a run's launchable Plan (`run_plan`)."""
+        """`make_plan(base, overrides, sweep_id=, allow=)`: a run's Plan (`run_plan`)."""
         self.record = record
         self.make_plan = make_plan or run_plan
         self.get_backend = get_backend
@@ -169,7 +170,7 @@ class Driver:
         launched = []
         for entry in self.record.pending():
             plan = self.make_plan(self.record.base, entry["overrides"],
-                                  sweep_id=self.record.sweep_id)
+                                  sweep_id=self.record.sweep_id, allow=self.record.allow)
             limit = machine_parallel(plan.backend, self.record.max_parallel)
             while True:
                 live = [i for i, s in self.statuses().items() if s in LIVE]

@@ -44,12 +44,13 @@ def test_one_shot_runs_the_tool_and_writes_the_records(tmp_path, gateway, start_
     events = agent.events
     assert_well_ordered(events, agent.raw_lines)
     assert types(events) == [
-        "ready", "tool_use", "tool_result", "assistant_text", "turn_end", "result"
+        "ready", "user_text", "tool_use", "tool_result", "assistant_text", "turn_end", "result"
     ]
-    tool, result_event = events[1], events[2]
+    assert events[1]["text"] == "write the file"  # the task, so that a replay shows it
+    tool, result_event = events[2], events[3]
     assert tool["name"] == "Bash" and str(made) in tool["input"]["command"]
     assert result_event["tool_use_id"] == tool["id"] and result_event["is_error"] is False
-    assert events[3]["text"] == "The file is written."
+    assert events[4]["text"] == "The file is written."
     final = events[-1]
     assert final["status"] == "succeeded" and final["turns"] == 2
     assert final["usage"]["input_tokens"] == 200 and final["cost_usd"] > 0
@@ -269,12 +270,27 @@ def test_input_sent_right_after_ready_waits_for_the_session(tmp_path, gateway, s
     agent.close_stdin()  # and the end of input, queued behind it
     assert agent.wait(60) == 0, agent.stderr
     assert_well_ordered(agent.events, agent.raw_lines)
-    assert types(agent.events) == ["ready", "assistant_text", "turn_end", "result"]
-    assert agent.events[1]["text"] == "Hello early bird."
+    assert types(agent.events) == ["ready", "user_text", "assistant_text", "turn_end", "result"]
+    assert agent.events[1]["text"] == "hi"
+    assert agent.events[2]["text"] == "Hello early bird."
     final = agent.events[-1]
     assert final["status"] == "succeeded" and final["session_id"]  # the session, at the end
     result, _ = read_records(Path(env["ML_AGENT_RUN_DIR"]))
     assert result["session_id"] == final["session_id"]
+
+
+@pytest.mark.slow
+def test_end_from_the_user_finishes_the_turn_then_the_run(tmp_path, gateway, start_agent):
+    # Ctrl-D in the CLI sends `end`: the run ends as succeeded, not stopped
+    gateway.fake.script(text("Done here.", match=main_loop))
+    env = agent_env(tmp_path, gateway)
+    agent = start_agent(env)
+    agent.wait_for("ready")
+    agent.send("user", text="one thing")
+    agent.send("end")  # stdin stays open: the message alone ends the session
+    assert agent.wait(60) == 0, agent.stderr
+    assert types(agent.events) == ["ready", "user_text", "assistant_text", "turn_end", "result"]
+    assert agent.events[-1]["status"] == "succeeded"
 
 
 @pytest.mark.slow

@@ -158,3 +158,121 @@ def test_help_has_an_example(capsys, command):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
     assert f"ml-agent {command}" in out
+
+
+# -- untrusted configs: plan prints where a value came from, never the value ---------------
+
+from tests.config.hostile import (  # noqa: E402
+    CASES,
+    DECOY_ENV,
+    DECOY_KEY,
+    ENV_NAME,
+    Case,
+    Hostile,
+    leaked,
+)
+
+
+@pytest.fixture
+def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hostile:
+    world = Hostile.build(tmp_path)
+    monkeypatch.chdir(world.project)
+    monkeypatch.setenv(ENV_NAME, DECOY_ENV)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", DECOY_KEY)
+    monkeypatch.delenv("ML_AGENT_ALLOW_OUTSIDE", raising=False)
+    return world
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"]], ids=["text", "json"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_plan_of_a_hostile_config_prints_no_secret(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str], case: Case, fmt: list[str]
+) -> None:
+    code, out, err = run(capsys, "plan", *fmt, case.config)
+    assert code == 1 and out == ""
+    assert leaked(err) == []
+    assert f"{case.where}: " in err or err.startswith(f"error: {case.where}: ")
+    assert case.rule in err and case.flag in err
+
+
+ENV_PLAN = f"""\
+extends: good.yaml
+app: app-${{env:{ENV_NAME}}}
+sandbox:
+  workdir: /work/${{env:{ENV_NAME}}}
+  env:
+    FOO: ${{env:ANTHROPIC_API_KEY}}
+    BAR: bar-${{sandbox.env.FOO}}
+    PLAIN: ${{env:PLAIN_SETTING}}
+volumes:
+  data: {{name: "vol-${{env:{ENV_NAME}}}", mount: /data}}
+"""
+
+
+@pytest.mark.parametrize("backend", ["local", "modal"])
+@pytest.mark.parametrize("fmt", [[], ["--json"]], ids=["text", "json"])
+def test_plan_shows_env_values_by_name_in_every_format(
+    hostile: Hostile,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: list[str],
+    backend: str,
+) -> None:
+    monkeypatch.setenv("PLAIN_SETTING", "yes")  # short: still shown by name where it stands
+    (hostile.project / "configs" / "env_plan.yaml").write_text(ENV_PLAN)
+    code, out, err = run(capsys, "plan", *fmt, "--backend", backend, "configs/env_plan.yaml")
+    assert code == 0, err
+    assert leaked(out + err) == []
+    key = "${env:ANTHROPIC_API_KEY}"
+    decoy = f"${{env:{ENV_NAME}}}"
+    if fmt:
+        plan = json.loads(out)
+        assert plan["app"] == f"app-{decoy}"
+        assert plan["sandbox"]["workdir"] == f"/work/{decoy}"
+        assert plan["sandbox"]["env"] == {
+            "FOO": key,
+            "BAR": f"bar-{key}",  # through a reference to a value from env
+            "PLAIN": "${env:PLAIN_SETTING}",
+        }
+        assert plan["volumes"][0]["name"] == f"vol-{decoy}"
+    else:
+        for shown in (f"app-{decoy}", f"/work/{decoy}", key, f"bar-{key}", f"vol-{decoy}"):
+            assert shown in out, shown
+
+
+def test_the_plan_the_backends_get_keeps_the_real_values(hostile: Hostile) -> None:
+    from ml_agent.config import load_config
+    from ml_agent.plan import build_plan
+
+    (hostile.project / "configs" / "env_plan.yaml").write_text(
+        ENV_PLAN.replace("${env:PLAIN_SETTING}", "plain")
+    )
+    config = load_config("configs/env_plan.yaml")
+    plan = build_plan(config, "configs/env_plan.yaml")
+    assert plan.sandbox.env["FOO"] == DECOY_KEY
+    assert plan.sandbox.workdir == f"/work/{DECOY_ENV}"
+    assert load_plan("configs/env_plan.yaml").sandbox.env["FOO"] == "${env:ANTHROPIC_API_KEY}"
+
+
+def test_plan_takes_allow_outside(hostile: Hostile, capsys: pytest.CaptureFixture[str]) -> None:
+    (hostile.secrets / "skills").mkdir()
+    config = hostile.project / "configs" / "skills.yaml"
+    config.write_text(
+        "extends: good.yaml\nimage: {layers: [{dir: {src: ../../secrets/skills, dest: /s}}]}\n"
+    )
+    assert run(capsys, "plan", str(config))[0] == 1
+    code, out, _ = run(capsys, "plan", "--allow-outside", str(hostile.secrets), str(config))
+    assert code == 0
+    assert f"{hostile.secrets}/skills -> /s" in out
+
+
+def test_up_refuses_a_hostile_config_before_launching_and_takes_the_flag(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "up", "configs/dotdot.yaml", "--task", "hi", "--detach")
+    assert code == 1 and leaked(out + err) == []
+    assert "configs/dotdot.yaml:1:10: extends:" in err and "--allow-outside" in err
+    allow = ("--allow-outside", str(hostile.secrets))
+    code, out, err = run(capsys, "up", *allow, "configs/dotdot.yaml", "--task", "hi", "--detach")
+    assert code == 1 and leaked(out + err) == []
+    assert "not text" in err  # read (allowed), and still not quoted

@@ -122,4 +122,5 @@ def test_run_prefixes_resolve_and_an_unknown_run_is_one_clear_error(home, capsys
     [row] = results_json(capsys, "20261126-0315")
     assert row["run"] == A
     assert main(["results", "20991231"]) == 1
-    assert "no local run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no " in err and "run '20991231'" in err and "ml-agent ps" in err

@@ -62,6 +62,8 @@ def test_a_sweep_over_its_budget_is_refused_and_says_how_to_fix_it(home, tmp_pat
         ("base: nowhere.yaml\ntasks: [a]\n",
          ["sweep.yaml:1:7: base: no config file 'nowhere.yaml' next to the sweep file"]),
         ("- just a list\n", ["sweep.yaml:1:1: a sweep file is a mapping"]),
+        ("base: /etc/ml-agent.yaml\ntasks: [a]\n",
+         ["sweep.yaml:1:7: base: base '/etc/ml-agent.yaml' is outside the project tree"]),
     ],
 )
 def test_sweep_file_errors_point_at_the_line(home, tmp_path, capsys, monkeypatch, text, expected):

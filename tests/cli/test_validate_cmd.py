@@ -247,3 +247,86 @@ def test_validate_start_up_skips_what_a_static_check_does_not_need(
     assert modules in proc.stdout
     # the interpreter's last garbage collection skips what pydantic built
     assert "FROZEN True" in proc.stdout
+
+
+# -- untrusted configs (pull requests in CI): nothing outside the project, no env value ----
+
+from tests.config.hostile import CASES, DECOY_ENV, ENV_NAME, Case, Hostile, leaked  # noqa: E402
+
+
+@pytest.fixture
+def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hostile:
+    world = Hostile.build(tmp_path)
+    monkeypatch.chdir(world.project)
+    monkeypatch.setenv(ENV_NAME, DECOY_ENV)
+    monkeypatch.delenv("ML_AGENT_ALLOW_OUTSIDE", raising=False)
+    return world
+
+
+def _location(case: Case, fmt: str, out: str) -> None:
+    """The problem is reported at the case's file:line:col, in the format's own way."""
+    file, _, pos = case.where.partition(":")
+    line, _, col = pos.partition(":")
+    if fmt == "text":
+        assert out.startswith(f"{case.where}: "), out
+    elif fmt == "json":
+        problem = json.loads(out)["problems"][0]
+        assert (problem["file"], problem["line"], problem["col"]) == (
+            file, int(line or 0), int(col or 0)
+        )
+    else:
+        props = f"file={file}" + (f",line={line},col={col}" if line else "")
+        assert out.startswith(f"::error {props},"), out
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "github"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_a_hostile_config_prints_no_secret_and_names_the_place_the_rule_and_the_flag(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str], case: Case, fmt: str
+) -> None:
+    code, out, err = run(capsys, "--format", fmt, case.config)
+    assert code == 1
+    assert leaked(out + err) == []
+    _location(case, fmt, out)
+    assert case.rule in out
+    assert case.flag in out
+    if case.name.startswith("env"):
+        assert f"${{env:{ENV_NAME}}}" in out  # where the value came from, not the value
+
+
+def test_allow_outside_admits_a_folder_but_its_content_is_never_quoted(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    allow = ("--allow-outside", str(hostile.secrets))
+    for config in ("configs/creds_value.yaml", "configs/dotdot.yaml", "configs/symlink_file.yaml"):
+        code, out, err = run(capsys, *allow, config)
+        assert code == 1
+        assert "outside the project tree" not in out  # admitted...
+        assert leaked(out + err) == []  # ...but a secrets file is still never printed
+    code, out, _ = run(capsys, *allow, "configs/creds_value.yaml")
+    assert "../secrets/creds.json:1:2: token: unknown key '<not shown>'" in out
+    assert "configs/creds_value.yaml:2:16: sandbox.gpu: unknown GPU '${token}'" in out
+    _, out, _ = run(capsys, *allow, "configs/dotdot.yaml")
+    assert out.endswith("the top level must be a mapping of keys (app:, image:, ...), not text\n")
+
+
+def test_the_allow_outside_variable_is_the_flag_for_ci(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(capsys, "configs/src_dir.yaml")[0] == 1
+    monkeypatch.setenv("ML_AGENT_ALLOW_OUTSIDE", f"/nowhere{os.pathsep}{hostile.secrets}")
+    assert run(capsys, "configs/src_dir.yaml") == (0, "", "1 file valid\n")
+
+
+@pytest.mark.parametrize(
+    "paths", [["configs"], ["configs/**/*.yaml"], ["configs/shared/leak.yaml"]]
+)
+def test_a_folder_symlinked_into_the_project_leads_nowhere(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str], paths: list[str]
+) -> None:
+    for fmt in ("text", "json", "github"):
+        code, out, err = run(capsys, "-f", fmt, *paths)
+        assert code == 1
+        assert leaked(out + err) == []
+    _, out, _ = run(capsys, "configs/shared/leak.yaml")
+    assert out.startswith("configs/shared/leak.yaml: this file, through a symlink, is outside")

@@ -145,6 +145,7 @@ def test_duplicate_keys_in_flow_mappings(tmp_path: Path) -> None:
 
 
 def test_extends_chain_deep_merges_maps_and_replaces_lists(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()  # one project: mid/ may extend the file above it
     write(tmp_path, "root.yaml", "app: root\nsandbox: {gpu: T4, timeout: 1h}\nl: [1, 2]\n")
     write(tmp_path, "mid/mid.yaml", "extends: ../root.yaml\nsandbox:\n  gpu: A10\nl: [3]\n")
     top = write(tmp_path, "mid/top.yaml", "extends: mid.yaml\nsandbox:\n  workdir: /app\n")
@@ -432,7 +433,8 @@ def test_a_huge_file_is_refused_without_reading_it(tmp_path: Path) -> None:
         (b"---\n", "1:1: the top level must be a mapping of keys (app:, image:, ...), not null"),
         (b"- a\n- b\n", "1:1: the top level must be a mapping of keys (app:, image:, ...), not a "
          "list"),
-        (b"just text\n", "not 'just text'"),
+        (b"just text\n", "1:1: the top level must be a mapping of keys (app:, image:, ...), not "
+         "text"),  # never the text itself: the file may be a key file
         (b"a: 1\n---\nb: 2\n", "2:1: more than one YAML document ('---'); a config is one"),
         (b"a: *nope\n", "1:4: a: alias '*nope' refers to no anchor defined before it"),
         (b"a: &x [1, *x]\n", "1:11: a[1]: alias '*x' refers to no anchor defined before it"),

@@ -31,6 +31,13 @@ proxy: {{enabled: false}}
 """
 
 
+@pytest.fixture(autouse=True)
+def _project(tmp_path: Path) -> None:
+    """Each test's folders are one project (a git checkout): they may name each other's
+    files. (Outside a project, extends and src stay in the config's folder: test_trust.)"""
+    (tmp_path / ".git").mkdir()
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -94,7 +94,9 @@ def seeded_plan(
 
 
 #: A stand-in agent (no model): emits `ready` with what it sees, echoes user messages,
-#: writes `stopped` on SIGTERM (or ignores it with `--task stubborn`), keeps a child.
+#: writes `stopped` on SIGTERM (or ignores it with `--task stubborn`), keeps a child; the
+#: message or task `slow` is a minute-long tool call; the input `end` ends it cleanly; any
+#: other task is done at once (one-shot).
 AGENT = """
 import json, os, signal, subprocess, sys, time
 seq = 0
@@ -111,12 +113,30 @@ stubborn = sys.argv[-1] == "stubborn"
 signal.signal(signal.SIGTERM, signal.SIG_IGN if stubborn else on_term)
 child = subprocess.Popen(["sleep", "1000"])  # a grandchild that must not survive
 env = os.environ
+task = sys.argv[sys.argv.index("--task") + 1] if "--task" in sys.argv else None
 emit("ready", run_id=env["ML_AGENT_RUN_ID"], model="scripted", key=env["ANTHROPIC_API_KEY"],
-     gh=env.get("GITHUB_TOKEN"))
+     gh=env.get("GITHUB_TOKEN"), mode="one-shot" if task else "interactive")
+def slow():  # a long tool call: nothing is printed for a minute
+    emit("tool_use", id="t1", name="Bash", input={"command": "sleep 60"})
+    time.sleep(60)
+if task == "slow":
+    slow()
+elif task not in (None, "stubborn"):  # one-shot: the task, then the run's result
+    emit("user_text", text=task)
+    emit("assistant_text", text="did: " + task)
+    emit("turn_end", status="succeeded", cost_usd=0.25, turns=1, duration_s=0.1)
+    emit("result", status="succeeded", cost_usd=0.25, turns=1, duration_s=0.2)
+    sys.exit(0)
 for line in sys.stdin:
     msg = json.loads(line)
+    if msg["type"] == "end":
+        break
+    emit("user_text", text=msg["text"])
+    if msg["text"] == "slow":
+        slow()
     emit("assistant_text", text="echo: " + msg["text"])
     emit("turn_end", status="succeeded", cost_usd=0.25, turns=1, duration_s=0.1)
+emit("result", status="succeeded", cost_usd=0.25, turns=1, duration_s=0.2)
 """
 
 

@@ -6,6 +6,7 @@ A stand-in agent (echo, no model) keeps this fast; the real agent runs in tests/
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,11 @@ def env(tmp_path):
     backend = LocalBackend(home)
     for record in backend.ps():  # a failed test leaves nothing running
         backend.stop(record.run_id)
+
+
+def _plain(seen: str) -> str:
+    """What the terminal showed, without colours and cursor moves."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen)
 
 
 def _up_args(home: Path) -> list[str]:
@@ -80,10 +86,68 @@ def test_detach_from_the_prompt_then_attach_replays_once(env, terminal):
     again.expect("echo: second")
     again.expect("you>")
     assert again.seen.count("echo: first") == 1
+    assert _plain(again.seen).count("you> first") == 1  # the replay shows the user's side
+    assert _plain(again.seen).count("you> second") == 1  # echoed once, not again
     again.send("\x04")  # Ctrl-D: the conversation is over
-    again.expect(f"run {run_id} stopped")
+    again.expect(f"run {run_id} finished by the user")
+    assert "stopped" not in again.seen[again.pos:]
     assert again.close() == 0
     deadline = time.monotonic() + 10
     while processes_of(run_id) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_of(run_id) == []
+
+
+def test_detach_during_a_long_tool_call_with_a_spinner_meanwhile(env, terminal):
+    home = Path(env["ML_AGENT_HOME"])
+    term = terminal(_up_args(home), env, ROOT)
+    term.expect("you>")
+    term.send("slow\r")  # the stand-in's tool call lasts a minute
+    term.expect("Bash")
+    term.expect("Bash running… 1 s")  # the spinner counts the seconds
+    term.send("/detach\r")
+    term.expect("detached; `ml-agent attach", timeout=10)  # not after the tool call
+    assert term.close(timeout=10) == 0
+    run_id = next(p.name for p in (home / "runs").iterdir())
+    assert processes_of(run_id)  # still running
+
+
+def test_attach_to_a_task_run_detaches_and_ctrl_c_stops_it(env, terminal):
+    home = Path(env["ML_AGENT_HOME"])
+    term = terminal([*_up_args(home), "--task", "slow", "--detach"], env, ROOT)
+    assert term.close() == 0
+    run_id = next(p.name for p in (home / "runs").iterdir())
+
+    again = terminal([CLI, "attach", run_id], env, ROOT)
+    again.expect("Bash")
+    again.send("/detach\r")
+    again.expect("detached", timeout=10)
+    assert again.close(timeout=10) == 0
+    assert processes_of(run_id)
+
+    third = terminal([CLI, "attach", run_id], env, ROOT)
+    third.expect("Bash")
+    third.send("\x04")  # Ctrl-D on a --task run leaves it going too
+    third.expect("detached", timeout=10)
+    assert third.close(timeout=10) == 0
+
+    last = terminal([CLI, "attach", run_id], env, ROOT)
+    last.expect("Bash")
+    last.send("\x03")  # Ctrl-C stops it, mid tool call
+    last.expect(f"run {run_id} stopped", timeout=30)
+    assert last.close() == 130
+
+
+def test_a_task_run_ends_with_one_summary_line_and_where_its_results_are(env, terminal):
+    home = Path(env["ML_AGENT_HOME"])
+    term = terminal([*_up_args(home), "--task", "hello"], env, ROOT)
+    term.expect("did: hello")
+    term.expect("outputs:")  # the last line: everything before it is on the screen
+    assert term.close() == 0
+    run_id = next(p.name for p in (home / "runs").iterdir())
+    folder = home / "volumes" / "sandbox-data" / "runs" / run_id
+    out = " ".join(_plain(term.seen).split())  # the terminal may wrap long lines
+    assert out.count(f"run {run_id} succeeded · $0.2500 · 1 turns · 0.2 s") == 1
+    assert out.count("succeeded") == 1  # one summary line: no second one, for the turn or run
+    assert "──" not in out  # the turn's end is not a second summary
+    assert f"results: {folder}/result.json" in out.replace(" ", "").replace("results:", "results: ")

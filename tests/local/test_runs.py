@@ -154,6 +154,9 @@ def test_the_syncer_is_skipped_with_a_log_line_without_a_token(backend):
     backend.stop(plan.launch.run_id)
     log = (backend.home / "runs" / plan.launch.run_id / "supervisor.log").read_text()
     assert "syncer skipped: no HF token" in log and "secrets/hf-write.env" in log
+    # and on the console: `up` prints the backend's warnings before the conversation
+    said = [w for w in backend.warnings if w.startswith("syncer skipped: no HF token")]
+    assert len(said) == 1 and "secrets/hf-write.env" in said[0]
 
 
 def test_named_sandbox_secrets_are_in_the_sandbox_env(backend):

@@ -61,7 +61,7 @@ max_parallel: 2
 def make_plan(home):
     """The sweep's real Plan of each run, with the stand-in agent and no image build."""
 
-    def make(base, overrides, *, sweep_id):
+    def make(base, overrides, *, sweep_id, allow):
         config = load_config(base, overrides)
         plan = seeded_plan(home, AGENT)
         plan = plan.model_copy(update={"agent": plan.agent.model_copy(

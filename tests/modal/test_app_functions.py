@@ -56,6 +56,30 @@ def test_deployed_proxy_checks_tokens_and_meters_usage_in_modal_dicts(fake_modal
     assert usage["input_tokens"] == 100 and usage["output_tokens"] == 20
 
 
+
+def test_deployed_proxy_records_a_key_the_upstream_refuses(fake_modal, monkeypatch):
+    from ml_agent.backends.modal.stores import AppState
+
+    with FakeAnthropic(keys={"sk-ant-another"}) as upstream:
+        env = modal_app.settings_env(config_plan("a10.yaml"))
+        env.update(ML_AGENT_PROXY_UPSTREAM=upstream.url, ANTHROPIC_API_KEY=REAL_KEY)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        token = mint_token()
+        record = TokenRecord(run_id="r1", expires_at=time.time() + 600, budget_usd=5.0)
+        ModalTokenStore.for_app("ml-agent").put(hash_token(token), record)
+        with ServerThread(modal_app.proxy()) as server:
+            refused = httpx.post(f"{server.url}/v1/messages", json=BODY,
+                                 headers={"x-api-key": token}, timeout=30)
+            fact = None
+            deadline = time.monotonic() + 10
+            while fact is None and time.monotonic() < deadline:
+                fact = AppState("ml-agent").get("proxy_key_refused")
+                time.sleep(0.05)
+    assert refused.status_code == 401
+    assert fact is not None and fact["status"] == 401
+    assert fact["type"] == "authentication_error" and REAL_KEY not in str(fact)
+
 def test_final_sync_function_reloads_the_trackio_volume(fake_modal, monkeypatch, tmp_path):
     env = modal_app.settings_env(config_plan("a10.yaml", "syncer.enabled=true"))
     env["ML_AGENT_SYNCER_TRACKIO_DIR"] = str(tmp_path)  # where the container mounts it

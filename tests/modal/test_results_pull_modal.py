@@ -13,7 +13,7 @@ import pytest
 
 from ml_agent.backends.modal.stores import RunRegistry
 from ml_agent.cli import main
-from ml_agent.contracts import RunRecord
+from ml_agent.contracts import CONFIGS_DIR, RunRecord
 from tests.cli.test_results_plot import LOG
 
 RUN = "20261126-0315-a1b2c3"
@@ -21,7 +21,7 @@ RUN = "20261126-0315-a1b2c3"
 
 def put_run(run_id: str, *, data_volume: str | None = "sandbox-data") -> None:
     RunRegistry().put(RunRecord(
-        run_id=run_id, backend="modal", app="ml-agent", config="configs/a10.yaml",
+        run_id=run_id, backend="modal", app="ml-agent", config=str(CONFIGS_DIR / "a10.yaml"),
         config_hash="h", gpu="A10", status="succeeded", created_at=time.time() - 300,
         ended_at=time.time(), cost_usd=0.75, agent_cost_usd=0.7, data_volume=data_volume,
         sweep="sw-20261126-0315-111111",
@@ -49,6 +49,16 @@ def test_results_of_a_modal_run_read_its_volume(fake_modal, tmp_path, capsys):
     assert row["backend"] == "modal" and row["sweep"] == "sw-20261126-0315-111111"
     assert row["metrics"] == {"metrics.accuracy": 0.93, "turns": 12}
     assert row["cost_usd"] == 0.75 and row["notes"] == []
+
+
+def test_a_run_recorded_without_its_data_volume_finds_it_in_its_config(fake_modal, tmp_path,
+                                                                      capsys):
+    fake_modal.volume_files("sandbox-data", tmp_path / "data")  # a10.yaml's data volume
+    fill(tmp_path / "data")
+    put_run(RUN, data_volume=None)  # as runs launched before the registry recorded it
+    assert main(["results", "--json", RUN]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["metrics"]["metrics.accuracy"] == 0.93 and row["notes"] == []
 
 
 def test_pull_of_a_modal_run_copies_files_once_and_skips_links(fake_modal, tmp_path, capsys):

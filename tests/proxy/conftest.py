@@ -49,13 +49,15 @@ def make_proxy() -> Iterator[Callable[..., Proxied]]:
     running: list[Any] = []
 
     def make(*, fake_kwargs: dict[str, Any] | None = None, upstream: str | None = None,
+             usage: Any = None, tokens: Any = None, server_options: dict[str, Any] | None = None,
              **kwargs: Any) -> Proxied:
-        fake = FakeAnthropic(keys={REAL_KEY}, **(fake_kwargs or {})).start()
+        fake = FakeAnthropic(**{"keys": {REAL_KEY}, **(fake_kwargs or {})}).start()
         running.append(fake)
-        tokens, usage, clock = MemoryTokenStore(), MemoryUsageSink(), Clock()
+        tokens, clock = tokens if tokens is not None else MemoryTokenStore(), Clock()
+        usage = usage if usage is not None else MemoryUsageSink()
         app = create_app(upstream=upstream or fake.url, api_key=REAL_KEY, tokens=tokens,
                          usage=usage, clock=clock, **kwargs)
-        server = ServerThread(app).start()
+        server = ServerThread(app, **(server_options or {})).start()
         running.append(server)
         return Proxied(fake, server.url, tokens, usage, clock)
 

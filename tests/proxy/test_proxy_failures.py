@@ -105,3 +105,24 @@ def test_default_timeouts_fit_the_claude_cli():
 
     # The CLI waits 10 minutes for an answer (x-stainless-timeout: 600): so does the proxy.
     assert app.HEADER_TIMEOUT >= 600 and app.READ_TIMEOUT >= 600
+
+
+def test_a_key_the_upstream_refuses_is_reported_to_the_collaborator(make_proxy, http):
+    refused: list[tuple[int, str, str]] = []
+    proxied = make_proxy(fake_kwargs={"keys": {"sk-ant-another-key"}},
+                         on_upstream_auth_error=lambda *args: refused.append(args))
+    response = http.post(proxied.url + "/v1/messages", json=STREAM,
+                         headers={"x-api-key": proxied.token()})
+    assert response.status_code == 401  # the client still gets the upstream's answer
+    assert response.json()["error"]["type"] == "authentication_error"
+    eventually(lambda: bool(refused))
+    assert refused == [(401, "authentication_error", "invalid x-api-key")]
+
+
+def test_the_proxy_own_refusals_are_not_upstream_key_errors(make_proxy, http):
+    refused: list[tuple[int, str, str]] = []
+    proxied = make_proxy(on_upstream_auth_error=lambda *args: refused.append(args))
+    response = http.post(proxied.url + "/v1/messages", json=STREAM,
+                         headers={"x-api-key": "not-a-run-token"})
+    assert response.status_code == 401
+    assert refused == []

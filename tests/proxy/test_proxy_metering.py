@@ -142,10 +142,13 @@ def test_price_table_is_dated_and_complete():
 
 
 def test_cost_splits_one_hour_cache_writes():
-    usage = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 1_000_000,
-             "cache_creation": {"ephemeral_5m_input_tokens": 400_000,
-                                "ephemeral_1h_input_tokens": 600_000}}
-    assert pricing.cost_usd("claude-sonnet-4-5", usage) == pytest.approx(0.4 * 3.75 + 0.6 * 6)
+    usage = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 100_000,
+             "cache_creation": {"ephemeral_5m_input_tokens": 40_000,
+                                "ephemeral_1h_input_tokens": 60_000}}
+    assert pricing.cost_usd("claude-sonnet-4-5", usage) == pytest.approx(0.04 * 3.75 + 0.06 * 6)
+    # The split alone (no total) is priced the same.
+    del usage["cache_creation_input_tokens"]
+    assert pricing.cost_usd("claude-sonnet-4-5", usage) == pytest.approx(0.04 * 3.75 + 0.06 * 6)
 
 
 def test_long_prompts_cost_more_where_priced_so():

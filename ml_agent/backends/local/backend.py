@@ -65,6 +65,10 @@ class LocalBackend:
         for name in plan.sandbox.secrets:
             envfiles.read_secret(self.home, name)
         self.warnings += envfiles.permission_warnings(self.home)
+        if plan.syncer.enabled:
+            token, why_not = envfiles.syncer_token(self.home, plan.syncer.secret)
+            if token is None:
+                self.warnings.append(f"{why_not}; the metrics stay in the trackio volume")
         if plan.sandbox.network.mode == "allowlist":
             self.warnings.append(
                 "sandbox.network allowlist cannot be enforced by the local backend: the "

@@ -94,6 +94,18 @@ def has_secret(home: Path, name: str) -> bool:
     return secret_path(home, name).is_file()
 
 
+def syncer_token(home: Path, secret: str | None) -> tuple[str | None, str]:
+    """The syncer's HF token, or None and why the syncer is skipped (said by `up` on the
+    console and by the supervisor in its log)."""
+    if not secret or not has_secret(home, secret):
+        where = secret_path(home, secret) if secret else "a secret"
+        return None, f"syncer skipped: no HF token ({where} with HF_TOKEN=...)"
+    token = read_secret(home, secret).get("HF_TOKEN")
+    if not token:
+        return None, f"syncer skipped: {secret_path(home, secret)} has no HF_TOKEN"
+    return token, ""
+
+
 ANTHROPIC_UPSTREAM = "https://api.anthropic.com"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ml_agent.plan import Plan
@@ -12,9 +13,12 @@ class LocalProxy:
 
     `tokens` (TokenStore) and `usage` (UsageSink) are in memory: the supervisor writes the
     run's token before the sandbox starts and reads the usage back at the end.
+    `on_upstream_auth_error(status, type, message)` is called (on the server's thread)
+    when the upstream refuses the key.
     """
 
-    def __init__(self, plan: Plan, key: str) -> None:
+    def __init__(self, plan: Plan, key: str,
+                 on_upstream_auth_error: Callable[[int, str, str], None] | None = None) -> None:
         from ml_agent.proxy import MemoryTokenStore, MemoryUsageSink, ServerThread, create_app
 
         self.tokens: Any = MemoryTokenStore()
@@ -25,6 +29,7 @@ class LocalProxy:
             tokens=self.tokens,
             usage=self.usage,
             allowed_paths=plan.proxy.allowed_paths,
+            on_upstream_auth_error=on_upstream_auth_error,
         )
         self._server = ServerThread(app, host="127.0.0.1", port=0)
 

@@ -56,6 +56,9 @@ class Supervisor:
         self.host = HostLayout(**launch["host"])
         self.home = Path(launch["ml_agent_home"])
         self.stop_reason: str | None = None
+        self.failure: str | None = None  # why the run failed, when the supervisor knows
+        self.key_source = "the proxy's key"
+        self._last_seq = 0
         self._stop = threading.Event()
         self._log = open(paths.log, "a", buffering=1)  # noqa: SIM115 - lives as long as we do
         self.result_event: dict[str, Any] | None = None
@@ -89,6 +92,10 @@ class Supervisor:
             key = envfiles.proxy_key(
                 self.home, self.plan.proxy.secret, self.plan.proxy.upstream, os.environ
             )
+            secret = self.plan.proxy.secret
+            self.key_source = (str(envfiles.secret_path(self.home, secret))
+                               if secret and envfiles.has_secret(self.home, secret)
+                               else "the environment variable ANTHROPIC_API_KEY")
             proxy = self._start_proxy(key)
             self.timings["proxy"] = time.time()
             syncer = self._start_syncer()
@@ -194,6 +201,8 @@ class Supervisor:
         return proc.wait()
 
     def _status(self, exit_code: int | None) -> str:
+        if self.failure:
+            return "failed"
         if self.stop_reason == "timeout":
             return "timeout"
         if self.stop_reason:
@@ -214,6 +223,7 @@ class Supervisor:
                     continue
                 events.write(raw if raw.endswith(b"\n") else raw + b"\n")
                 events.flush()
+                self._last_seq = max(self._last_seq, event["seq"])
                 if isinstance(event.get("cost_usd"), int | float):
                     self.agent_cost_usd = float(event["cost_usd"])
                     self.save(agent_cost_usd=self.agent_cost_usd)
@@ -224,7 +234,7 @@ class Supervisor:
     def _start_proxy(self, key: str) -> Any:
         from ml_agent.backends.local import proxying
 
-        proxy = proxying.LocalProxy(self.plan, key).start()
+        proxy = proxying.LocalProxy(self.plan, key, self._key_refused).start()
         proxy.tokens.put(
             hash_token(self.token),
             TokenRecord(
@@ -236,6 +246,21 @@ class Supervisor:
         self.proxy = proxy
         threading.Thread(target=self._meter, daemon=True).start()
         return proxy
+
+    def _key_refused(self, status: int, kind: str, message: str) -> None:
+        """The upstream refused the key (the proxy's callback): end the run now, saying
+        where the key came from, instead of the Claude CLI retrying it for minutes."""
+        if self.failure is not None:
+            return
+        self.failure = (f"the Anthropic API refused the key from {self.key_source} "
+                        f"({status} {kind or 'error'}: {message or 'no message'}); "
+                        "put a valid key there and start the run again")
+        self.log(f"error: {self.failure}")
+        event = {"type": protocol.ERROR, "seq": self._last_seq + 1, "ts": time.time(),
+                 "message": self.failure, "fatal": True, "kind": "key_refused"}
+        with contextlib.suppress(OSError), open(self.paths.events, "ab") as events:
+            events.write(json.dumps(event).encode() + b"\n")
+        self.request_stop("key refused")
 
     def _usage(self) -> dict[str, float]:
         proxy = getattr(self, "proxy", None)
@@ -255,14 +280,9 @@ class Supervisor:
         plan = self.plan.syncer
         if not plan.enabled:
             return None
-        if not plan.secret or not envfiles.has_secret(self.home, plan.secret):
-            where = envfiles.secret_path(self.home, plan.secret) if plan.secret else "a secret"
-            self.log(f"syncer skipped: no HF token ({where} with HF_TOKEN=...)")
-            return None
-        token = envfiles.read_secret(self.home, plan.secret).get("HF_TOKEN")
-        if not token:
-            where = envfiles.secret_path(self.home, plan.secret)
-            self.log(f"syncer skipped: {where} has no HF_TOKEN")
+        token, why_not = envfiles.syncer_token(self.home, plan.secret)
+        if token is None:
+            self.log(why_not)
             return None
         from ml_agent.syncer import SyncerSettings, SyncerThread, TrackioUploader, build_syncer
 
@@ -289,7 +309,8 @@ class Supervisor:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended_at)) if ended_at else None
         try:
             outcome = merge_proxy_usage(Path(self.host.volumes[data.key]), self.paths.run_id,
-                                        usage, status=status, ended_at=when)
+                                        usage, status=status, ended_at=when,
+                                        error=self.failure)
         except (OSError, ValueError, UnsafeFile) as exc:
             self.log(f"result.json not updated with the proxy's usage: {exc}")
             return

@@ -152,16 +152,28 @@ def build_app(plan: Plan) -> modal.App:
 # -- in the containers ---------------------------------------------------------------------
 def proxy() -> Any:
     """The proxy's ASGI app (Modal calls this once per container)."""
-    from ml_agent.backends.modal.stores import ModalTokenStore, ModalUsageSink
+    import threading
+    import time
+
+    from ml_agent.backends.modal.stores import AppState, ModalTokenStore, ModalUsageSink
     from ml_agent.proxy import create_app
 
     app_name = os.environ["ML_AGENT_APP"]
+    state = AppState(app_name)
+
+    def key_refused(status: int, kind: str, message: str) -> None:
+        # For `up`/`attach` to end the run and name proxy.secret (issue 13.2); a modal.Dict
+        # write is a network call, so not on the proxy's event loop.
+        fact = {"ts": time.time(), "status": status, "type": kind, "message": message}
+        threading.Thread(target=state.put, args=("proxy_key_refused", fact), daemon=True).start()
+
     return create_app(
         upstream=os.environ["ML_AGENT_PROXY_UPSTREAM"],
         api_key=os.environ["ANTHROPIC_API_KEY"],
         tokens=ModalTokenStore.for_app(app_name),
         usage=ModalUsageSink.for_app(app_name),
         allowed_paths=tuple(json.loads(os.environ["ML_AGENT_PROXY_ALLOWED_PATHS"])),
+        on_upstream_auth_error=key_refused,
     )
 
 

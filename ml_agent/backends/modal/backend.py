@@ -64,7 +64,7 @@ def modal_errors(doing: str) -> Iterator[None]:
         yield
     except mx.AuthError as exc:
         raise BackendError(
-            f"Modal did not accept your credentials while {doing} ({exc}). Run `modal token new` "
+            f"Modal did not accept your credentials while {doing} ({exc}). Run `modal setup` "
             "(or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), or use `--backend local`."
         ) from None
     except mx.ResourceExhaustedError as exc:
