@@ -56,8 +56,11 @@ def pull(
     err = err_console()
     plan = plan_copy(folder, target, include, exclude)
     check_space(plan, target)
-    target.mkdir(parents=True, exist_ok=True)
-    make_folders(plan, target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        make_folders(plan, target)
+    except (FileExistsError, NotADirectoryError):
+        raise MlAgentError(f"{target} exists and is not a folder; give another DEST") from None
     failed = []
     with _Progress(plan.bytes) as advance:
         for entry in plan.copy:

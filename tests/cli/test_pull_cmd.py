@@ -109,3 +109,10 @@ def test_a_run_without_a_folder_is_one_clear_error(home, tmp_path, capsys):
     folder.rmdir()
     assert main(["pull", RUN, str(tmp_path / "here")]) == 1
     assert "has no folder on its data volume" in capsys.readouterr().err
+
+
+def test_a_dest_that_is_a_file_is_one_clear_error(run, tmp_path, capsys):
+    (tmp_path / "here").write_text("mine")
+    assert main(["pull", RUN, str(tmp_path / "here")]) == 1
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "here").read_text() == "mine"
