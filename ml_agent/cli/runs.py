@@ -537,6 +537,7 @@ def ps(
     as_json: bool = typer.Option(False, "--json", help="One JSON array of run records."),
     backend: str = typer.Option("all", "--backend", metavar="all|local|modal",
                                 help="Which registries to list."),
+    sweep: str = typer.Option(None, "--sweep", help="Only the runs of this sweep (id or prefix)."),
 ) -> None:
     """Live and finished runs, newest first: status, config, GPU, age, cost so far.
 
@@ -548,8 +549,11 @@ def ps(
 
         ml-agent ps
         ml-agent ps --backend local --json
+        ml-agent ps --sweep sw-20261126-0315-a1b2c3
     """
     records = _all_records(backend)
+    if sweep is not None:
+        records = [r for r in records if r.sweep and r.sweep.startswith(sweep)]
     if as_json:
         rows = [{**r.to_dict(), "where": where(r)} for r in records]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -611,6 +615,8 @@ def logs(
 def stop(
     run: str = typer.Argument(None, help="Run id (or a unique prefix)."),
     all_runs: bool = typer.Option(False, "--all", help="Stop every live run."),
+    sweep: str = typer.Option(None, "--sweep", help="Stop a sweep: no more launches, and "
+                              "its live runs (id or prefix)."),
 ) -> None:
     """Stop a run: the sandbox, then a final metric sync; idempotent.
 
@@ -620,14 +626,20 @@ def stop(
 
         ml-agent stop 20261126-0315-a1b2c3
         ml-agent stop --all
+        ml-agent stop --sweep sw-20261126-0315-a1b2c3
     """
-    if all_runs == (run is not None):
-        raise typer.BadParameter("give a RUN or --all")
+    if [all_runs, run is not None, sweep is not None].count(True) != 1:
+        raise typer.BadParameter("give a RUN, --all or --sweep ID")
     if run is not None:
         runner, run_id = _backend_for(run)
         _stop_run(runner, run_id)
         return
-    live = [r for r in _all_records("all") if r.status in ("starting", "running")]
+    if sweep is not None:
+        from ml_agent.runs.sweeps import SweepRecord
+
+        sweep = SweepRecord.stop(sweep)  # its driver launches nothing more
+    live = [r for r in _all_records("all") if r.status in ("starting", "running")
+            and (sweep is None or r.sweep == sweep)]
     if not live:
         _err().print("no live runs")
     for record in live:

@@ -10,6 +10,7 @@ terminal) loses nothing: `ml-agent sweep --resume ID` launches what is not yet l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -52,6 +53,7 @@ class SweepRecord:
     created_at: float
     runs: list[dict[str, Any]]  # index, task, overrides, label, run_id, backend, launched_at
     allow: list[str] = dataclasses.field(default_factory=list)  # --allow-outside folders
+    stopped: bool = False  # `ml-agent stop --sweep`: launch nothing more, resume included
 
     @classmethod
     def new(cls, sweep: Sweep, allow: list[str] | None = None) -> SweepRecord:
@@ -62,9 +64,13 @@ class SweepRecord:
                    sweep.spec.budget_usd, time.time(), runs, list(allow or []))
 
     def save(self, home: Path | None = None) -> None:
+        """Write the record; a stop (written by `ml-agent stop --sweep`) is never undone."""
         folder = sweeps_dir(home)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / f"{self.sweep_id}.json", dataclasses.asdict(self), mode=0o644)
+        path = folder / f"{self.sweep_id}.json"
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self.stopped = self.stopped or bool(json.loads(path.read_text()).get("stopped"))
+        atomic_write_json(path, dataclasses.asdict(self), mode=0o644)
 
     @classmethod
     def load(cls, sweep: str, home: Path | None = None) -> SweepRecord:
@@ -80,6 +86,14 @@ class SweepRecord:
             raise RunNotFound(f"{sweep!r} matches {len(matches)} sweeps; give more of the id")
         data = json.loads((folder / f"{matches[0]}.json").read_text())
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+    @classmethod
+    def stop(cls, sweep: str, home: Path | None = None) -> str:
+        """Mark a sweep stopped (by id or prefix); returns its id."""
+        record = cls.load(sweep, home)
+        record.stopped = True
+        record.save(home)
+        return record.sweep_id
 
     def pending(self) -> list[dict[str, Any]]:
         return [r for r in self.runs if not r["launched_at"]]
@@ -178,6 +192,9 @@ class Driver:
                     break
                 self.say(f"waiting for a free slot ({len(live)}/{limit} runs live)")
                 self.sleep(self.poll_s)
+            if SweepRecord.load(self.record.sweep_id, self.home).stopped:
+                self.say(f"sweep {self.record.sweep_id} was stopped: nothing more is launched")
+                break
             assert plan.launch is not None
             entry.update(run_id=plan.launch.run_id, backend=plan.backend)
             self.record.save(self.home)  # noted before launching: a resume can tell

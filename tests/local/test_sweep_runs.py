@@ -183,3 +183,28 @@ def test_the_sweep_command_launches_the_runs_and_results_shows_them(home, tmp_pa
     run_id = next(r.run_id for r in backend.ps() if r.sweep == sweep_id)
     assert main(["pull", run_id, str(tmp_path / "pulled")]) == 0
     assert json.loads((tmp_path / "pulled" / "eval" / "m.json").read_text())["accuracy"] in (3, 4)
+
+
+def test_stop_sweep_stops_its_live_runs_and_its_driver_launches_no_more(home, sweep_file,
+                                                                         capsys):
+    backend = LocalBackend(home)
+    record = SweepRecord.new(load_sweep(sweep_file))
+    record.save()
+    stopped_once: list[bool] = []
+
+    def say(message: str) -> None:
+        if message.startswith("waiting for a free slot") and not stopped_once:
+            stopped_once.append(True)  # another terminal: `ml-agent stop --sweep ID`
+            assert main(["stop", "--sweep", record.sweep_id[:12]]) == 0
+
+    launched = Driver(record, lambda _: backend, say=say, poll_s=0.2,
+                      make_plan=make_plan(home)).run()
+    assert len(launched) == 2  # the third waited for a slot, then saw the stop
+    assert main(["ps", "--sweep", record.sweep_id, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert sorted(r["run_id"] for r in runs) == sorted(launched)
+    assert {r["status"] for r in runs} <= {"stopped", "succeeded"}
+    assert SweepRecord.load(record.sweep_id).stopped
+    assert main(["sweep", "--resume", record.sweep_id]) == 0  # a stop holds on resume
+    assert "was stopped: nothing more is launched" in capsys.readouterr().err
+    assert len([r for r in backend.ps() if r.sweep == record.sweep_id]) == 2
