@@ -12,8 +12,10 @@ from ml_agent.errors import MlAgentError
 
 Allow = typer.Option([], FLAG, metavar="PATH", help=FLAG_HELP)
 
-SWEEP_HELP = """Launch a sweep: every task × every combination of the axes' values, detached,
-at most `max_parallel` live at a time (on the local backend, at most one per CPU core).
+SWEEP_HELP = """Launch a sweep: every task × every combination of axis values, a few at a time.
+
+The runs are detached, at most `max_parallel` live at once (on the local backend, at most
+one per CPU core).
 
 `--dry-run` prints every run and the worst-case cost of the whole sweep, launching nothing.
 The sweep is recorded in $ML_AGENT_HOME/sweeps/; if the launcher stops (Ctrl-C, a closed
