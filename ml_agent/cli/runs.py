@@ -204,6 +204,8 @@ def up(
         except KeyboardInterrupt:
             err.print("interrupted: nothing is running")
             raise typer.Exit(130) from None
+    for note in getattr(runner, "notes", []):
+        err.print(note, highlight=False, markup=False)
     for warning in getattr(runner, "warnings", []):
         err.print(f"[yellow]warning:[/] {warning}")
     if detach:

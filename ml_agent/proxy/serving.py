@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -47,7 +48,11 @@ class ServerThread:
     known and connectable as soon as `start()` returns.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+        extra_sockets: Sequence[socket.socket] = (),
+    ) -> None:
+        """`extra_sockets`: more bound sockets to serve the same app on (a Unix socket)."""
         import uvicorn
 
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -55,6 +60,7 @@ class ServerThread:
         self._sock.bind((host, port))
         self.host = host
         self.port: int = self._sock.getsockname()[1]
+        self._sockets = [self._sock, *extra_sockets]
         self._server = uvicorn.Server(_config(app, host=host, port=self.port))
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -66,7 +72,7 @@ class ServerThread:
 
     def _run(self) -> None:
         try:
-            self._server.run(sockets=[self._sock])
+            self._server.run(sockets=self._sockets)
         except BaseException as exc:  # surfaced by start()
             self._error = exc
 
