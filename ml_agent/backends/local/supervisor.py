@@ -236,8 +236,8 @@ class Supervisor:
         from ml_agent.backends.local import proxying
 
         blocked = self.plan.sandbox.network.mode == "blocked"
-        socket = self.paths.folder / "proxy.sock" if blocked else None
-        proxy = proxying.LocalProxy(self.plan, key, unix_socket=socket).start()
+        unix_socket = self.paths.folder / "proxy.sock" if blocked else None
+        proxy = proxying.LocalProxy(self.plan, key, unix_socket=unix_socket).start()
         proxy.tokens.put(
             hash_token(self.token),
             TokenRecord(
