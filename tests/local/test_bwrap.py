@@ -53,9 +53,9 @@ def test_the_wheel_is_chosen_over_an_older_bwrap_first_on_path(old_bwrap, monkey
     assert bwrap.candidates()[0] == (str(old_bwrap / "bwrap"), bwrap.SYSTEM)
     choice = bwrap.choose()
     assert choice.bwrap.path == WHEEL_BWRAP and choice.overlay and choice.warning() is None
-    assert choice.skipped == (
-        f"bubblewrap 0.8.0 at {old_bwrap / 'bwrap'} (system) lacks --overlay-src",
-    )
+    assert choice.skipped[0] == (
+        f"bubblewrap 0.8.0 at {old_bwrap / 'bwrap'} (system) lacks --overlay-src"
+    )  # then any other bwrap on this machine's PATH
 
 
 def test_a_system_bwrap_with_every_flag_is_preferred(tmp_path):
@@ -112,22 +112,25 @@ def test_doctor_and_up_say_which_bwrap_is_used_and_which_was_passed_over(
     assert backend.notes == [f"sandbox: bubblewrap {version} at {WHEEL_BWRAP} ({bwrap.WHEEL})"]
 
 
-def _old_deb_bwrap() -> Path:
-    """A real bwrap 0.8 (Debian 12's package, extracted, never installed)."""
+def _old_deb_bwrap(request: pytest.FixtureRequest) -> Path:
+    """A real bwrap 0.8: Debian 12's package, extracted (never installed), from
+    $ML_AGENT_TEST_OLD_BWRAP or the pytest cache folder `old-bwrap`."""
+    cache = request.config.cache
+    folder = cache.mkdir("old-bwrap") if cache is not None else Path("/nonexistent")
     given = os.environ.get("ML_AGENT_TEST_OLD_BWRAP")
-    path = Path(given) if given else Path("/work/h1-extra/usr/bin/bwrap")
+    path = Path(given) if given else folder / "usr" / "bin" / "bwrap"
     if not path.is_file():
         pytest.skip(
-            "no extracted bubblewrap 0.8 .deb: `apt-get download bubblewrap && dpkg -x "
-            "bubblewrap_*.deb DIR`, then ML_AGENT_TEST_OLD_BWRAP=DIR/usr/bin/bwrap"
+            f"no extracted bubblewrap 0.8: `apt-get download bubblewrap && dpkg -x "
+            f"bubblewrap_0.8*.deb {folder}` (Debian 12), or set ML_AGENT_TEST_OLD_BWRAP"
         )
     return path
 
 
 def test_a_real_old_bwrap_first_on_path_still_gives_a_writable_venv(
-    tmp_path, venv, monkeypatch
+    tmp_path, venv, monkeypatch, request
 ):
-    old = _old_deb_bwrap()
+    old = _old_deb_bwrap(request)
     assert bwrap.inspect(str(old), bwrap.SYSTEM).missing == "--overlay-src"
     monkeypatch.setenv("PATH", f"{old.parent}{os.pathsep}{os.environ['PATH']}")
     plan = local_plan()
