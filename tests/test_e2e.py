@@ -176,6 +176,18 @@ def _host_cmdlines() -> dict[str, str]:
     return found
 
 
+def _grep_proc_as_another_user(patterns: list[str], files: str) -> list[str]:
+    """The /proc files (`files`, a shell glob) in which another local user (`nobody`) finds
+    one of `patterns` (given on stdin: a pattern on grep's own command line would match
+    it). Run as root only; as another user, `files` are read as this user."""
+    other = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+    found = subprocess.run(
+        ["/bin/sh", "-c", f"exec grep -s -l -a -F -f - {files}"], input="\n".join(patterns),
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60, **other,
+    )
+    return found.stdout.split()
+
+
 @pytest.mark.parametrize("network", ["open", "blocked"])
 def test_no_secret_is_readable_in_the_sandbox_nor_on_any_command_line(home, tmp_path, network):
     listener = socket.create_server(("127.0.0.1", 0))  # a host loopback service
@@ -196,6 +208,13 @@ def test_no_secret_is_readable_in_the_sandbox_nor_on_any_command_line(home, tmp_
                 assert time.monotonic() < deadline, "the scan never ran"
                 time.sleep(0.05)
             on_host = _host_cmdlines()  # while the sandbox, the agent and the CLI live
+            run_folder = str(next((home / "runs").iterdir()))
+            seen_by_other = _grep_proc_as_another_user([run_folder], "/proc/[0-9]*/cmdline")
+            secrets = [json.loads((Path(run_folder) / "launch.json").read_text())["token"],
+                       REAL_KEY, LAUNCHER_KEY, DECOY]
+            files = "/proc/[0-9]*/cmdline" + (" /proc/[0-9]*/environ" if os.geteuid() == 0
+                                              else "")
+            leaked_to_other = _grep_proc_as_another_user(secrets, files)
             (data / "host-scanned").touch()
             assert proc.wait(600) == 0, Path(out.name).read_text()
             out.seek(0)
@@ -229,6 +248,8 @@ def test_no_secret_is_readable_in_the_sandbox_nor_on_any_command_line(home, tmp_
 
     # From the host, while the run lived: no command line holds the token or a key.
     assert any(str(home / "runs" / run_id) in v and "bwrap" in v for v in on_host.values())
+    assert seen_by_other  # the other user does read command lines (bwrap's names the run)
+    assert leaked_to_other == []
     for pid, cmdline in on_host.items():
         for secret in (token, REAL_KEY, LAUNCHER_KEY, DECOY):
             assert secret not in cmdline, pid
