@@ -226,4 +226,8 @@ def test_the_network_mode_decides_what_the_sandbox_reaches(backend, server, mode
     first = next(backend.events(plan.launch.run_id, follow=True))
     assert (first["proxy"], first["host"]) == ("ok", host), first
     assert first["base_url"].startswith("http://127.0.0.1:")
+    # The agent exits after `ready`: the run ends, the bridge with it (nothing lingers).
+    _wait_for(lambda: backend.record(plan.launch.run_id).status == "succeeded")
+    _wait_for(lambda: not processes_of(plan.launch.run_id), 15)
+    assert not (backend.home / "runs" / plan.launch.run_id / "proxy.sock").exists()
 
