@@ -200,6 +200,9 @@ def local_steps(plan: Plan) -> list[str]:
         if plan.proxy.secret:
             key = f"{home}/secrets/{plan.proxy.secret}.env or {key}"
         steps.append(f"proxy on 127.0.0.1 (key from {key})")
+        if plan.sandbox.network.mode == "blocked":
+            steps.append("no network in the sandbox: the proxy's Unix socket is bound in, "
+                         "relayed to the same URL on the sandbox's own loopback")
     steps.append(f"bwrap ... python {plan.agent.entrypoint} (clear env, the Env above only)")
     return steps
 

@@ -711,12 +711,15 @@ class LaunchConfig(Strict):
                 )
             )
         proxy = self.proxy
-        if proxy.enabled and self.sandbox.network.mode == "blocked":
+        # Locally the proxy is a Unix socket bound into a blocked sandbox; Modal's
+        # block_network would cut the sandbox off from the proxy's web endpoint.
+        if proxy.enabled and self.sandbox.network.mode == "blocked" and self.backend == "modal":
             errors.append(
                 (
                     ("sandbox", "network"),
-                    "a blocked network cuts the agent off from its proxy; use "
-                    "{allowlist: [domains]} (the proxy's host is added for you)",
+                    "a blocked network cuts the agent off from its proxy on Modal; use "
+                    "{allowlist: [domains]} (the proxy's host is added for you), or the "
+                    "local backend, which enforces `blocked` with the proxy reachable",
                     "blocked",
                 )
             )

@@ -27,7 +27,7 @@ def local_plan(*overrides: str, run_id: str = "20261126-0315-a1b2c3") -> Plan:
 
 
 def with_network(plan: Plan, mode: str) -> Plan:
-    """The plan with another network mode (the config refuses `blocked`: no proxy reachable)."""
+    """The plan with another network mode (`open`, `blocked`, `allowlist`)."""
     network = plan.sandbox.network.model_copy(update={"mode": mode})
     return plan.model_copy(
         update={"sandbox": plan.sandbox.model_copy(update={"network": network})}
