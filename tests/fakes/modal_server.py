@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import itertools
 import os
 import pickle
@@ -81,6 +82,14 @@ class FakeSandbox:
 
     def write_stderr(self, text: str) -> None:
         self.server.call(self._append, self.stderr, text)
+
+    def time_out(self) -> None:
+        """End the sandbox as Modal does at its `timeout`: status TIMEOUT, no exit code."""
+        self.server.call(self._time_out)
+
+    async def _time_out(self) -> None:
+        timeout = api_pb2.GenericResult.GENERIC_STATUS_TIMEOUT
+        await self._finish(api_pb2.GenericResult(status=timeout))
 
     def exit(self, code: int = 0) -> None:
         status = (
@@ -527,6 +536,10 @@ class FakeModalServicer(api_grpc.ModalClientBase):
             changed=asyncio.Condition(),
         )
         self.sandboxes[sandbox_id] = sandbox
+        # Like Modal: the sandbox ends with status TIMEOUT once its `timeout` has passed.
+        asyncio.get_running_loop().call_later(
+            request.definition.timeout_secs, lambda: asyncio.ensure_future(sandbox._time_out())
+        )
         self.server.on_sandbox_create(sandbox)
         await stream.send_message(api_pb2.SandboxCreateResponse(sandbox_id=sandbox_id))
 
@@ -557,7 +570,10 @@ class FakeModalServicer(api_grpc.ModalClientBase):
     async def SandboxTerminate(self, stream) -> None:
         request = await self._recv("SandboxTerminate", stream)
         sandbox = self._sandbox(request.sandbox_id)
-        await sandbox._finish(
+        before = self.server.on_terminate(sandbox)
+        if inspect.isawaitable(before):
+            await before
+        await sandbox._finish(  # a sandbox that has already ended keeps its result
             api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_TERMINATED)
         )
         await stream.send_message(api_pb2.SandboxTerminateResponse())
@@ -636,6 +652,9 @@ class FakeModal:
         #: Hooks: called on the server loop when a sandbox is created / gets stdin.
         self.on_sandbox_create: Callable[[FakeSandbox], None] = lambda sandbox: None
         self.on_stdin: Callable[[FakeSandbox, bytes], None] = lambda sandbox, data: None
+        #: Called (and awaited, if it returns an awaitable) before a terminate takes effect:
+        #: `lambda sb: sb._time_out()` plays a timeout that wins the race.
+        self.on_terminate: Callable[[FakeSandbox], Any] = lambda sandbox: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: grpclib.server.Server | None = None
         self._thread: threading.Thread | None = None

@@ -169,3 +169,36 @@ def test_stop_after_the_sandbox_ended_keeps_its_status(fake, data):
     assert [name for name, _, _ in fake.servicer.function_inputs] == [
         "syncer", "sync_now", "finalize_run"
     ]
+
+
+@pytest.mark.parametrize("end", ["finish", "stop"])
+def test_a_run_that_hit_its_timeout_ends_as_timeout_like_any_other_end(fake, data, end):
+    # modal's wait(raise_on_termination=False) raises SandboxTimeoutError for such a sandbox.
+    messages: list[str] = []
+    backend = ModalBackend(progress=messages.append)
+    run = backend.up(plan(), task="train", detach=True)
+    path = agent_result(data, run.run_id)
+    usage = meter(run.run_id, 0.2)
+    sandbox = fake.sandboxes[run.sandbox_id]
+    if end == "stop":  # the timeout hits between stop's poll and its terminate
+        fake.on_terminate = lambda sb: sb._time_out()
+    else:
+        sandbox.time_out()
+
+    ended = getattr(backend, end)(run.run_id)
+
+    assert (ended.status, ended.exit_code) == ("timeout", 124)
+    assert backend.registry.get(run.run_id).status == "timeout"
+    assert fake.function_calls("sync_now") == [((), {})]
+    assert all(record["revoked"] for record in fake.dict_items("ml-agent-tokens").values())
+    result = json.loads(path.read_text())
+    assert (result["status"], result["proxy_usage"]) == ("timeout", usage)
+    assert any(m.startswith("final metric sync done") for m in messages)
+
+
+def test_the_fake_times_a_sandbox_out_at_its_timeout(fake):
+    backend = ModalBackend()
+    run = backend.up(plan().model_copy(update={"sandbox": plan().sandbox.model_copy(
+        update={"timeout_s": 1})}), task="train", detach=True)
+    assert fake.requests("SandboxCreate")[0].definition.timeout_secs == 1
+    assert backend.finish(run.run_id).status == "timeout"

@@ -45,6 +45,8 @@ LIVE = ("starting", "running")
 SYNCER_GRACE_S = 300.0
 #: A run token outlives its sandbox's timeout by this much (then the proxy refuses it).
 TOKEN_SLACK_S = 600.0
+#: modal's return code of a sandbox that reached its timeout (`_result_returncode`).
+TIMED_OUT = 124
 #: `follow=False` readers stop when a live sandbox has printed nothing for this long.
 IDLE_S = 1.0
 
@@ -356,10 +358,12 @@ class ModalBackend:
             if ended is None:
                 self.progress(f"stopping sandbox {record.sandbox_id}")
                 sandbox.terminate()
-                sandbox.wait(raise_on_termination=False)
+                code = _wait_for_end(sandbox)
         if ended is not None:  # it ended by itself before `ps` noticed: say how
             return self._end(record, status=status_of(ended), exit_code=ended)
-        return self._end(record, status="stopped", exit_code=sandbox.returncode)
+        # It may have reached its timeout between `poll` and `terminate`: say so.
+        status = "timeout" if code == TIMED_OUT else "stopped"
+        return self._end(record, status=status, exit_code=code)
 
     def finish(self, run_id: str) -> RunRecord:
         """The end of a run whose sandbox has ended by itself (a one-shot `--task` run):
@@ -373,8 +377,7 @@ class ModalBackend:
             return record
         sandbox = self._sandbox(record)
         with modal_errors(f"waiting for the end of run {record.run_id}"):
-            sandbox.wait(raise_on_termination=False)
-        code = sandbox.returncode
+            code = _wait_for_end(sandbox)
         return self._end(record, status=status_of(code) if code is not None else "failed",
                          exit_code=code)
 
@@ -486,11 +489,25 @@ def _sync_summary(done: Any) -> str:
     return text
 
 
+def _wait_for_end(sandbox: modal.Sandbox) -> int | None:
+    """Wait until the sandbox has ended; its return code (TIMED_OUT when its timeout hit).
+
+    modal's `wait(raise_on_termination=False)` still raises SandboxTimeoutError for a
+    sandbox that reached its `timeout` (modal/sandbox/_common.py `raise_for_wait_result`):
+    that is an end like any other here, not an error.
+    """
+    from modal.exception import SandboxTimeoutError
+
+    with contextlib.suppress(SandboxTimeoutError):
+        sandbox.wait(raise_on_termination=False)
+    return sandbox.returncode
+
+
 def status_of(returncode: int) -> str:
     """A finished sandbox's status for `ps` (Modal: 124 = timed out, 137 = terminated)."""
     if returncode == 0:
         return "succeeded"
-    if returncode == 124:
+    if returncode == TIMED_OUT:
         return "timeout"
     if returncode == 137:
         return "stopped"
