@@ -69,6 +69,8 @@ class FakeSandbox:
     stderr: list[str] = field(default_factory=list)
     stdin: list[bytes] = field(default_factory=list)
     stdin_closed: bool = False
+    stdin_index: int = 0  # the highest write index received (V1)
+    stdin_dropped: list[bytes] = field(default_factory=list)  # writes dropped as repeats
     result: api_pb2.GenericResult | None = None
     scheduled: bool = True  # False: SandboxGetTaskId never returns a task (capacity)
     changed: asyncio.Condition | None = None
@@ -609,6 +611,13 @@ class FakeModalServicer(api_grpc.ModalClientBase):
         sandbox = self._sandbox(request.sandbox_id)
         if sandbox.result is not None:
             raise GRPCError(Status.FAILED_PRECONDITION, "Sandbox has already terminated")
+        # Like Modal: writes are numbered (`index`, from 1 per writer) and a number already
+        # seen is a retry, acknowledged and dropped. A second writer restarting at 1 loses data.
+        if request.index <= sandbox.stdin_index:
+            sandbox.stdin_dropped.append(request.input)
+            await stream.send_message(api_pb2.SandboxStdinWriteResponse())
+            return
+        sandbox.stdin_index = request.index
         sandbox.stdin.append(request.input)
         sandbox.stdin_closed = sandbox.stdin_closed or request.eof
         self.server.on_stdin(sandbox, request.input)

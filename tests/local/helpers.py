@@ -94,7 +94,7 @@ def seeded_plan(
 
 
 #: A stand-in agent (no model): emits `ready` with what it sees, echoes user messages,
-#: writes `stopped` on SIGTERM (or ignores it with `--task stubborn`), keeps a child.
+#: writes `stopped` on SIGTERM (or ignores it with the one-shot task `stubborn`), keeps a child.
 AGENT = """
 import json, os, signal, subprocess, sys, time
 seq = 0
@@ -107,7 +107,10 @@ os.makedirs(run_dir, exist_ok=True)
 def on_term(*_):
     open(os.path.join(run_dir, "stopped"), "w").write("yes")
     sys.exit(143)
-stubborn = sys.argv[-1] == "stubborn"
+task = json.loads(sys.stdin.readline())["text"] if "--one-shot" in sys.argv else None
+if task is not None:
+    open(os.path.join(run_dir, "task"), "w").write(task)
+stubborn = task == "stubborn"
 signal.signal(signal.SIGTERM, signal.SIG_IGN if stubborn else on_term)
 child = subprocess.Popen(["sleep", "1000"])  # a grandchild that must not survive
 env = os.environ

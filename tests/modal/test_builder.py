@@ -7,6 +7,7 @@ import pytest
 from modal._utils.async_utils import synchronizer
 
 from ml_agent.backends.modal import builder
+from ml_agent.contracts import protocol
 from ml_agent.errors import BackendError
 from tests.modal.plans import a10_plan
 
@@ -76,7 +77,7 @@ def test_sandbox_arguments(plan):
     args, kwargs = builder.sandbox_create_args(
         plan, app=app, image=image, env=env, task="train a model"
     )
-    assert args == ("python", "/agent/agent.py", "--task", "train a model")
+    assert args == ("python", "/agent/agent.py", protocol.ONE_SHOT_FLAG)
     assert kwargs["gpu"] == "A10"
     assert kwargs["timeout"] == 3600
     assert kwargs["idle_timeout"] == 1200

@@ -116,9 +116,10 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
     assert len(fake.requests("FunctionCreate")) == 4  # proxy, syncer, sync_now, finalize_run
     assert len(fake.requests("FunctionMap")) == 1  # the one syncer is alive
     assert len(fake.requests("SandboxCreate")) == 2
-    assert list(fake.requests("SandboxCreate")[1].definition.entrypoint_args)[-2:] == [
-        "--task", "train"
-    ]
+    assert list(fake.requests("SandboxCreate")[1].definition.entrypoint_args)[-1] == (
+        protocol.ONE_SHOT_FLAG
+    )
+    assert fake.sandboxes[second.sandbox_id].stdin_text == protocol.task_input("train")
     assert [r.run_id for r in backend.ps()] == [second.run_id, first.run_id]
 
 
@@ -166,6 +167,44 @@ def test_attach_replays_events_send_logs_and_stop(fake, backend):
     # After the end, following reads to the end and returns.
     assert list(backend.events(run.run_id, follow=True)) == emitted
     assert [r.status for r in backend.ps()] == ["stopped"]
+
+
+def test_a_task_of_any_length_reaches_the_agent_on_stdin(fake, backend):
+    # An argv word of the sandbox's command is capped (modal: ARG_MAX_BYTES = 64 KiB).
+    task = "train\n" + "é" * 2_000_000  # 4 MB of UTF-8: several stdin drains
+    run = backend.up(a10(), task=task, detach=True)
+    (create,) = fake.requests("SandboxCreate")
+    assert list(create.definition.entrypoint_args) == [
+        "python", "/agent/agent.py", protocol.ONE_SHOT_FLAG
+    ]
+    sandbox = fake.sandboxes[run.sandbox_id]
+    assert len(sandbox.stdin) > 1 and not sandbox.stdin_dropped
+    assert protocol.decode_input(sandbox.stdin_text) == {"type": "user", "text": task}
+
+
+def test_every_chat_line_reaches_the_agent_across_handles_and_processes(fake, backend):
+    # Modal drops a stdin write whose index it has seen: a fresh writer per line would
+    # lose every line after the first.
+    run = backend.up(a10(), task=None, detach=True)
+    sandbox = fake.sandboxes[run.sandbox_id]
+    lines = [protocol.encode_input("user", text=f"line {i}") for i in range(3)]
+    backend.send(run.run_id, lines[0])
+    backend.send(run.run_id, lines[1])
+    ModalBackend().send(run.run_id, lines[2])  # `attach` from another process
+    assert sandbox.stdin_text == "".join(lines)
+    assert sandbox.stdin_dropped == []
+
+
+def test_the_fake_drops_a_repeated_stdin_index_like_modal(fake, backend):
+    import modal
+
+    run = backend.up(a10(), task=None, detach=True)
+    for text in ("first\n", "second\n"):
+        handle = modal.Sandbox.from_id(run.sandbox_id)  # each writer starts at index 1
+        handle.stdin.write(text)
+        handle.stdin.drain()
+    sandbox = fake.sandboxes[run.sandbox_id]
+    assert (sandbox.stdin_text, sandbox.stdin_dropped) == ("first\n", [b"second\n"])
 
 
 def test_ps_sees_a_finished_run(fake, backend):

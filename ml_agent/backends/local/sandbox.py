@@ -19,6 +19,7 @@ import sysconfig
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
+from ml_agent.contracts import protocol
 from ml_agent.errors import SandboxError
 from ml_agent.plan import DirLayer, EnvLayer, FileLayer, Plan
 
@@ -235,11 +236,8 @@ def build_argv(
 
 
 def agent_command(plan: Plan, task: str | None) -> list[str]:
-    """The sandbox's own command: `python <entrypoint> [--task TEXT]`."""
-    command = ["python", plan.agent.entrypoint]
-    if task is not None:
-        command += ["--task", task]
-    return command
+    """The sandbox's own command: `python <entrypoint> [--one-shot]` (the task: on stdin)."""
+    return protocol.agent_command(plan.agent.entrypoint, one_shot=task is not None)
 
 
 # -- probing -------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ LIVE = ("starting", "running")
 SYNCER_GRACE_S = 300.0
 #: A run token outlives its sandbox's timeout by this much (then the proxy refuses it).
 TOKEN_SLACK_S = 600.0
+#: Bytes per stdin drain: modal refuses more than 2 MiB in a writer's buffer (io_streams.py
+#: MAX_BUFFER_SIZE; V2: TASK_COMMAND_ROUTER_MAX_BUFFER_SIZE).
+STDIN_CHUNK = 1 << 20
 #: modal's return code of a sandbox that reached its timeout (`_result_returncode`).
 TIMED_OUT = 124
 #: `follow=False` readers stop when a live sandbox has printed nothing for this long.
@@ -91,6 +94,8 @@ class ModalBackend:
     def __init__(self, progress: Progress | None = None) -> None:
         self.progress = progress or _no_progress
         self._registry: RunRegistry | None = None
+        #: run id -> the one Sandbox handle whose stdin writer this process uses for it.
+        self._writers: dict[str, modal.Sandbox] = {}
 
     @property
     def registry(self) -> RunRegistry:
@@ -161,6 +166,16 @@ class ModalBackend:
         )
         with modal_errors("recording the run"):
             self.registry.put(run)
+        self._writers[run_id] = sandbox
+        if task is not None:  # one-shot: the task is the agent's first stdin line
+            try:
+                self._write_stdin(run, protocol.task_input(task))
+            except Exception:
+                code = sandbox.poll()
+                if code is None:
+                    raise
+                say(f"the sandbox ended (exit code {code}) before it got the task: see "
+                    f"`ml-agent logs {run_id}`")
         if plan.syncer.enabled:
             # After the sandbox exists: the syncer stops itself once no sandbox is left.
             with modal_errors("starting the metric syncer"):
@@ -298,10 +313,29 @@ class ModalBackend:
                 yield event
 
     def send(self, run_id: str, line: str) -> None:
-        sandbox = self._sandbox(self.find(run_id))
-        with modal_errors(f"writing to run {run_id}"):
-            sandbox.stdin.write(line if line.endswith("\n") else line + "\n")
-            sandbox.stdin.drain()
+        self._write_stdin(self.find(run_id), line if line.endswith("\n") else line + "\n")
+
+    def _write_stdin(self, record: RunRecord, text: str) -> None:
+        """Write to the agent's stdin through the run's one writer, in chunks modal accepts.
+
+        modal numbers each drain of a stdin writer (V1: `index` from 1; V2: a byte
+        `offset` from 0) and Modal drops a write whose number it has already seen, so a
+        fresh `Sandbox.from_id` handle per line would lose every line after the first. This
+        process keeps one handle per run, and the writer's position is kept in the app's
+        state so that the next process (`attach`) continues the numbering.
+        """
+        state = AppState(record.app)
+        key = f"stdin:{record.run_id}"
+        with modal_errors(f"writing to run {record.run_id}"):
+            sandbox = self._writers.get(record.run_id)
+            if sandbox is None:
+                sandbox = self._writers[record.run_id] = self._sandbox(record)
+                _set_stdin_position(sandbox, state.get(key))
+            data = text.encode()
+            for start in range(0, len(data), STDIN_CHUNK):
+                sandbox.stdin.write(data[start : start + STDIN_CHUNK])
+                sandbox.stdin.drain()
+            state.put(key, _stdin_position(sandbox))
 
     def logs(self, run_id: str, *, follow: bool) -> Iterator[str]:
         sandbox = self._sandbox(self.find(run_id))
@@ -487,6 +521,28 @@ def _sync_summary(done: Any) -> str:
     if failed:
         text += f"; not published: {', '.join(failed)} (the metrics stay on the volume)"
     return text
+
+
+def _stdin_writer(sandbox: modal.Sandbox) -> Any:
+    """modal's writer behind `sandbox.stdin`: V1 numbers drains (`_index`), V2 counts bytes
+    (`_offset`) (modal/io_streams.py `_StreamWriterThroughServer`,
+    `_StreamWriterThroughCommandRouterBuffer`)."""
+    from modal._utils.async_utils import synchronizer
+
+    return getattr(synchronizer._translate_in(sandbox.stdin), "_impl", None)
+
+
+def _stdin_position(sandbox: modal.Sandbox) -> dict[str, int]:
+    writer = _stdin_writer(sandbox)
+    return {k: v for k in ("_index", "_offset") if isinstance(v := getattr(writer, k, None), int)}
+
+
+def _set_stdin_position(sandbox: modal.Sandbox, position: dict[str, int] | None) -> None:
+    """Continue a run's stdin numbering where the last writer (another process) stopped."""
+    writer = _stdin_writer(sandbox)
+    for name, value in (position or {}).items():
+        if isinstance(getattr(writer, name, None), int):
+            setattr(writer, name, value)
 
 
 def _wait_for_end(sandbox: modal.Sandbox) -> int | None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ml_agent.contracts import protocol
 from ml_agent.errors import BackendError
 from ml_agent.plan import (
     AptLayer,
@@ -112,9 +113,12 @@ def secrets(names: tuple[str, ...] | list[str]) -> list[modal.Secret]:
 
 
 def agent_command(plan: Plan, task: str | None) -> tuple[str, ...]:
-    """The sandbox's own command: the agent (so its stdout/stdin are the sandbox's)."""
-    command = ("python", plan.agent.entrypoint)
-    return (*command, "--task", task) if task is not None else command
+    """The sandbox's own command: the agent (so its stdout/stdin are the sandbox's).
+
+    A one-shot task goes to its stdin (the backend writes it), never into argv: modal caps
+    the command's arguments at 64 KiB (`ARG_MAX_BYTES`).
+    """
+    return tuple(protocol.agent_command(plan.agent.entrypoint, one_shot=task is not None))
 
 
 def network_kwargs(plan: Plan, proxy_url: str | None) -> dict[str, Any]:
