@@ -32,7 +32,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from ml_agent.config.types import (
+    APP_NAME_MAX,
     AbsPath,
+    AppName,
     Domain,
     Duration,
     EnvName,
@@ -611,7 +613,14 @@ class LaunchConfig(Strict):
     """
 
     app: Annotated[
-        ModalName, Field(description="Modal app name; the proxy and syncer deploy under it.")
+        AppName,
+        Field(
+            description=(
+                "Modal app name; the proxy and syncer deploy under it, and the Modal backend "
+                f"names its stores after it (`<app>-tokens`, ...): at most {APP_NAME_MAX} "
+                "characters."
+            )
+        ),
     ]
     backend: Annotated[
         Literal["modal", "local"],

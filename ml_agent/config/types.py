@@ -387,13 +387,24 @@ _MODAL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _APP_ID_RE = re.compile(r"^ap-[A-Za-z0-9]{22}$")
 
 
+#: modal/_utils/name_utils.py `is_valid_object_name`: `len(name) <= 64`.
+MODAL_NAME_MAX = 64
+#: The modal.Dicts the Modal backend names after the app (backends/modal/stores.py).
+APP_DICT_SUFFIXES = ("-tokens", "-usage", "-state", "-sync")
+#: modal/_utils/name_utils.py `check_tag_dict`: tag keys and values, 1 to 63 characters.
+MODAL_TAG_MAX = 63
+_MODAL_TAG_RE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+
+
 def parse_modal_name(value: Any) -> str:
-    """A Modal object name (app, volume, secret): letters, digits, `-`, `_`, `.`; < 64 chars."""
+    """A Modal object name (app, volume, secret): letters, digits, `-`, `_`, `.`; <= 64 chars."""
     text = _require_str(value, "a Modal name", "'sandbox-data'")
     if not text:
         raise ValueError("a Modal name cannot be empty")
-    if len(text) >= 64:
-        raise ValueError(f"Modal names must be shorter than 64 characters (got {len(text)})")
+    if len(text) > MODAL_NAME_MAX:
+        raise ValueError(
+            f"Modal names are at most {MODAL_NAME_MAX} characters (got {len(text)})"
+        )
     if not _MODAL_NAME_RE.match(text):
         fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "name"
         raise ValueError(
@@ -408,8 +419,41 @@ def parse_modal_name(value: Any) -> str:
 ModalName = Annotated[
     str,
     BeforeValidator(parse_modal_name),
-    WithJsonSchema({"type": "string", "pattern": _MODAL_NAME_RE.pattern, "maxLength": 63}),
+    WithJsonSchema(
+        {"type": "string", "pattern": _MODAL_NAME_RE.pattern, "maxLength": MODAL_NAME_MAX}
+    ),
 ]
+
+APP_NAME_MAX = MODAL_NAME_MAX - max(len(s) for s in APP_DICT_SUFFIXES)
+
+
+def parse_app_name(value: Any) -> str:
+    """A Modal app name short enough that every name derived from it is a Modal name too."""
+    text = parse_modal_name(value)
+    if len(text) > APP_NAME_MAX:
+        longest = text + max(APP_DICT_SUFFIXES, key=len)
+        raise ValueError(
+            f"app names are at most {APP_NAME_MAX} characters (got {len(text)}): the Modal "
+            f"backend names its stores after the app ('{longest}', ...) and Modal names are at "
+            f"most {MODAL_NAME_MAX} characters; choose a shorter `app`"
+        )
+    return text
+
+
+AppName = Annotated[
+    str,
+    BeforeValidator(parse_app_name),
+    WithJsonSchema(
+        {"type": "string", "pattern": _MODAL_NAME_RE.pattern, "maxLength": APP_NAME_MAX}
+    ),
+]
+
+
+def modal_tag(text: str) -> str:
+    """`text` as a valid Modal sandbox tag value: invalid characters -> '-', <= 63 chars."""
+    tag = re.sub(r"[^A-Za-z0-9._-]", "-", text)[:MODAL_TAG_MAX] or "-"
+    assert _MODAL_TAG_RE.match(tag)
+    return tag
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 

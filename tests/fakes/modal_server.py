@@ -41,12 +41,26 @@ from grpclib.events import RecvRequest, listen
 from modal._image import ImageBuilderVersion
 from modal._serialization import serialize
 from modal._utils.grpc_testing import patch_mock_servicer
+from modal._utils.name_utils import is_valid_object_name, is_valid_tag
 from modal_proto import api_grpc, api_pb2
 
 TOKEN_ID = "ak-fake-modal-test"
 TOKEN_SECRET = "as-fake-modal-test"
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _NOT_AUTHENTICATED = ("/modal.client.ModalClient/TokenFlowCreate",)
+
+
+def _check_name(name: str, kind: str) -> None:
+    """Modal's rule for object names (modal/_utils/name_utils.py `is_valid_object_name`)."""
+    if not is_valid_object_name(name):
+        raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid {kind} name: '{name}'")
+
+
+def _check_tags(tags: dict[str, str]) -> None:
+    """Modal's rule for sandbox tags, checked by the server (`check_tag_dict`: <= 63)."""
+    for text in (*tags, *tags.values()):
+        if not is_valid_tag(text, max_length=63):
+            raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid tag: {text!r}")
 
 
 def _free_port() -> int:
@@ -461,6 +475,8 @@ class FakeModalServicer(api_grpc.ModalClientBase):
     async def DictGetOrCreate(self, stream) -> None:
         request = await self._recv("DictGetOrCreate", stream)
         name = request.deployment_name
+        if name:
+            _check_name(name, "Dict")
         if request.object_creation_type == api_pb2.OBJECT_CREATION_TYPE_EPHEMERAL:
             dict_id = self._id("di")
         elif name in self.dicts:
@@ -526,6 +542,9 @@ class FakeModalServicer(api_grpc.ModalClientBase):
 
     async def SandboxCreate(self, stream) -> None:
         request = await self._recv("SandboxCreate", stream)
+        _check_tags({t.tag_name: t.tag_value for t in request.tags})
+        if request.definition.name:
+            _check_name(request.definition.name, "Sandbox")
         sandbox_id = "sb-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
         sandbox = FakeSandbox(
             sandbox_id=sandbox_id,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ml_agent.config.types import modal_tag
 from ml_agent.contracts import protocol
 from ml_agent.errors import BackendError
 from ml_agent.plan import (
@@ -28,6 +29,10 @@ from ml_agent.plan import (
 
 if TYPE_CHECKING:
     import modal
+
+#: The config hash as a sandbox tag: a prefix (the full sha256 is 64 characters, one over
+#: Modal's tag limit); the run registry keeps the full hash.
+CONFIG_HASH_TAG_LEN = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,10 +150,11 @@ def network_kwargs(plan: Plan, proxy_url: str | None) -> dict[str, Any]:
 
 def sandbox_tags(plan: Plan) -> dict[str, str]:
     assert plan.launch is not None, "the Plan needs its LaunchPlan (Plan.for_launch) first"
+    # Modal's tag values are at most 63 characters of [A-Za-z0-9._-] (the server checks).
     return {
         "ml-agent-run": plan.launch.run_id,
-        "ml-agent-config": plan.config_name,
-        "ml-agent-config-hash": plan.config_hash,
+        "ml-agent-config": modal_tag(plan.config_name),
+        "ml-agent-config-hash": plan.config_hash[:CONFIG_HASH_TAG_LEN],
     }
 
 
