@@ -133,6 +133,15 @@ def modal_calls(plan: Plan) -> list[str]:
     return lines
 
 
+def _reservation(value: float | tuple[float, float] | None, unit: str) -> str:
+    """`2 cores`, `1 cores (limit 4 cores)`, or `default`."""
+    if value is None:
+        return "default"
+    if isinstance(value, tuple):
+        return f"{unit.format(value[0])} (limit {unit.format(value[1])})"
+    return unit.format(value)
+
+
 def local_steps(plan: Plan) -> list[str]:
     """What the local backend does for this plan, in words."""
     home = "$ML_AGENT_HOME"
@@ -264,8 +273,10 @@ def render(plan: Plan, console: Console) -> None:
         ("timeout", _fmt_duration(sb.timeout_s)),
         ("idle timeout", _fmt_duration(sb.idle_timeout_s)),
         ("workdir", sb.workdir or "default"),
-        ("cpu", "default" if sb.cpu is None else f"{sb.cpu:g} cores"),
-        ("memory", "default" if sb.memory_mib is None else f"{sb.memory_mib} MiB"),
+        ("cpu", _reservation(sb.cpu, "{:g} cores")),
+        ("memory", _reservation(sb.memory_mib, "{} MiB")),
+        ("region", ", ".join(sb.region) if sb.region else "any"),
+        ("cloud", sb.cloud or "Modal's choice"),
         ("network", net),
         ("run folder", plan.launch.run_dir if plan.launch else "-"),
     ):

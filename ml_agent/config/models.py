@@ -35,6 +35,8 @@ from ml_agent.config.types import (
     APP_NAME_MAX,
     AbsPath,
     AppName,
+    Cloud,
+    CpuSpec,
     Domain,
     Duration,
     EnvName,
@@ -42,10 +44,11 @@ from ml_agent.config.types import (
     GpuSpec,
     Key,
     LocalPath,
-    MemorySize,
+    MemorySpec,
     ModalName,
     MountPath,
     PythonVersion,
+    Regions,
     did_you_mean,
     format_duration,
 )
@@ -358,10 +361,29 @@ class SandboxConfig(Strict):
         AbsPath | None, Field(description="Working directory of the agent in the sandbox.")
     ] = None
     cpu: Annotated[
-        float | None, Field(description="CPU cores to reserve (fractional allowed).", gt=0)
+        CpuSpec | None,
+        Field(
+            description=(
+                "CPU cores to reserve (fractional allowed), or [request, limit], e.g. [1, 4]."
+            )
+        ),
     ] = None
     memory: Annotated[
-        MemorySize | None, Field(description="Memory to reserve: 16GiB, 512MiB, or MiB.")
+        MemorySpec | None,
+        Field(
+            description=(
+                "Memory to reserve: 16GiB, 512MiB, or MiB; or [request, limit], e.g. "
+                "['8GiB', '16GiB']."
+            )
+        ),
+    ] = None
+    region: Annotated[
+        Regions | None,
+        Field(description="Modal region(s) to run the sandbox in, e.g. us-east; null = any."),
+    ] = None
+    cloud: Annotated[
+        Cloud | None,
+        Field(description="Cloud provider: aws, gcp, oci or auto; null = Modal's choice."),
     ] = None
     env: Annotated[
         dict[EnvName, EnvValue],

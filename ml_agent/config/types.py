@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 import stat
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler, WithJsonSchema
 from pydantic.json_schema import JsonSchemaValue
@@ -222,6 +222,8 @@ def parse_memory(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("memory must be like '16GiB' or a number of MiB (got a boolean)")
     if isinstance(value, int):
+        if value < 1:  # modal sends 0 as "no reservation" and a negative on to the server
+            raise ValueError(f"memory must be at least 1 MiB (got {value}); e.g. '16GiB'")
         return value
     text = _require_str(value, "memory", "'16GiB', '512MiB' or a number of MiB")
     match = _MEMORY_RE.match(text.strip())
@@ -229,7 +231,9 @@ def parse_memory(value: Any) -> int:
         raise ValueError(f"not a memory size: {text!r}; write e.g. '16GiB', '512MiB' or MiB")
     number, unit = float(match.group(1)), (match.group(2) or "mi").lower().rstrip("b")
     mib = number * _UNIT_BYTES[unit] / _MIB
-    return max(1, int(mib) if mib.is_integer() else int(mib) + 1)  # round up to whole MiB
+    if mib <= 0:
+        raise ValueError(f"memory must be more than 0 (got {text!r}); e.g. '16GiB'")
+    return int(mib) if mib.is_integer() else int(mib) + 1  # round up to whole MiB
 
 
 _MEMORY_SCHEMA = {
@@ -242,6 +246,97 @@ _MEMORY_SCHEMA = {
 
 #: MiB; YAML accepts `16GiB`, `512MiB`, `16GB` or a plain number of MiB.
 MemorySize = Annotated[int, BeforeValidator(parse_memory), WithJsonSchema(_MEMORY_SCHEMA)]
+
+
+def _pair(value: Any, what: str, example: str) -> tuple[Any, Any] | None:
+    """`[request, limit]` as a tuple, or None when `value` is a single value."""
+    if not isinstance(value, list | tuple):
+        return None
+    if len(value) != 2:
+        raise ValueError(f"{what} takes one value or [request, limit], e.g. {example} "
+                         f"(got {len(value)} values)")
+    return value[0], value[1]
+
+
+def parse_memory_spec(value: Any) -> int | tuple[int, int]:
+    """MiB, or `[request, limit]` in MiB (modal/_resources.py: the limit is not below the
+    request)."""
+    pair = _pair(value, "memory", "['8GiB', '16GiB']")
+    if pair is None:
+        return parse_memory(value)
+    request, limit = parse_memory(pair[0]), parse_memory(pair[1])
+    if limit < request:
+        raise ValueError(f"the memory limit ({limit} MiB) is below the request ({request} MiB)")
+    return request, limit
+
+
+def _cpu(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number of cores, e.g. 2 or 0.5 (got "
+                         f"{_type_name(value)})")
+    if int(1000 * value) < 1:  # modal reserves whole milli-cores: int(1000 * cpu)
+        raise ValueError(f"{what} must be at least 0.001 cores (got {value})")
+    return float(value)
+
+
+def parse_cpu_spec(value: Any) -> float | tuple[float, float]:
+    """Cores, or `[request, limit]` (modal/_resources.py: both positive, limit >= request,
+    compared in milli-cores)."""
+    pair = _pair(value, "cpu", "[1, 4]")
+    if pair is None:
+        return _cpu(value, "cpu")
+    request, limit = _cpu(pair[0], "the cpu request"), _cpu(pair[1], "the cpu limit")
+    if int(1000 * limit) < int(1000 * request):
+        raise ValueError(f"the cpu limit ({limit:g}) is below the request ({request:g})")
+    return request, limit
+
+
+_NUMBER_OR_PAIR = {"type": "number", "exclusiveMinimum": 0}
+CpuSpec = Annotated[
+    float | tuple[float, float],
+    BeforeValidator(parse_cpu_spec),
+    WithJsonSchema({
+        "anyOf": [_NUMBER_OR_PAIR, {"type": "array", "items": _NUMBER_OR_PAIR,
+                                    "minItems": 2, "maxItems": 2}],
+        "examples": [2, 0.5, [1, 4]],
+    }),
+]
+MemorySpec = Annotated[
+    int | tuple[int, int],
+    BeforeValidator(parse_memory_spec),
+    WithJsonSchema({
+        "anyOf": [*_MEMORY_SCHEMA["anyOf"], {"type": "array", "items": _MEMORY_SCHEMA,
+                                             "minItems": 2, "maxItems": 2}],
+        "examples": ["16GiB", ["8GiB", "16GiB"]],
+    }),
+]
+
+#: Sandbox.create's `cloud` (modal_proto CloudProvider: AWS, GCP, OCI, AUTO; the server
+#: reads the name).
+Cloud = Literal["aws", "gcp", "oci", "auto"]
+
+
+def parse_regions(value: Any) -> tuple[str, ...]:
+    """Sandbox.create's `region`: one name or a list (modal/sandbox/_common.py
+    `scheduler_placement`); the names themselves are the server's to check."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not names:
+        raise ValueError("region must be a region name or a list of them, e.g. 'us-east'")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a region must be a non-empty name (got {name!r})")
+    return tuple(names)
+
+
+Regions = Annotated[
+    tuple[str, ...],
+    BeforeValidator(parse_regions),
+    WithJsonSchema({
+        "anyOf": [{"type": "string", "minLength": 1},
+                  {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}],
+        "examples": ["us-east", ["us-east", "us-west"]],
+    }),
+]
 
 
 # -- paths ---------------------------------------------------------------------------------

@@ -63,6 +63,18 @@ def _check_tags(tags: dict[str, str]) -> None:
             raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid tag: {text!r}")
 
 
+def _check_resources(definition: api_pb2.Sandbox) -> None:
+    """What the server refuses that the client lets through (modal/_resources.py checks
+    only that a limit is not below its request): negative reservations, unknown clouds."""
+    res = definition.resources
+    if min(res.milli_cpu, res.milli_cpu_max, res.memory_mb, res.memory_mb_max) < 0:
+        raise GRPCError(Status.INVALID_ARGUMENT, "CPU and memory must be positive")
+    clouds = {n.removeprefix("CLOUD_PROVIDER_").lower() for n, _ in api_pb2.CloudProvider.items()}
+    cloud = definition.cloud_provider_str
+    if cloud and cloud.lower() not in clouds - {"unspecified"}:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid cloud provider: {cloud!r}")
+
+
 def _free_port() -> int:
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
@@ -543,6 +555,7 @@ class FakeModalServicer(api_grpc.ModalClientBase):
     async def SandboxCreate(self, stream) -> None:
         request = await self._recv("SandboxCreate", stream)
         _check_tags({t.tag_name: t.tag_value for t in request.tags})
+        _check_resources(request.definition)
         if request.definition.name:
             _check_name(request.definition.name, "Sandbox")
         sandbox_id = "sb-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))

@@ -44,3 +44,54 @@ def test_up_passes_modal_name_and_tag_rules_on_the_fake(modal_with_secrets):
     assert tags["ml-agent-config"] == ("my-config--v2--" + "x" * 80)[:63]
     assert run.config_hash == plan.config_hash  # the registry keeps all of it
     assert f"{plan.app}-tokens" in modal_with_secrets.servicer.dicts
+
+
+# -- resources (modal/_resources.py convert_fn_config_to_resources_config;
+#    modal/sandbox/_common.py scheduler_placement and cloud_provider_str) ------------------
+def _sandbox(*overrides: str):
+    return config_plan("base.yaml", *overrides).sandbox
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("sandbox.memory=0", "memory must be at least 1 MiB"),
+        ("sandbox.memory=-5", "memory must be at least 1 MiB"),
+        ("sandbox.memory=0GiB", "memory must be more than 0"),
+        ("sandbox.memory=[16GiB,8GiB]", r"memory limit \(8192 MiB\) is below the request"),
+        ("sandbox.cpu=0", "cpu must be at least 0.001 cores"),
+        ("sandbox.cpu=[4,1]", r"cpu limit \(1\) is below the request \(4\)"),
+        ("sandbox.cpu=[1,2,3]", r"one value or \[request, limit\]"),
+        ("sandbox.cloud=azure", "'aws', 'gcp', 'oci' or 'auto'"),
+        ("sandbox.region=[]", "a region name or a list"),
+    ],
+)
+def test_resources_modal_would_refuse_are_refused_offline(setting, message):
+    with pytest.raises(ConfigError, match=message):
+        _sandbox(setting)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory"),
+    [("2", "512"), ("0.5", "16GiB"), ("[1,4]", "[8GiB,16GiB]"), ("[1,1]", "[1024,1024]")],
+)
+def test_every_accepted_reservation_passes_modals_own_conversion(cpu, memory):
+    from modal._resources import convert_fn_config_to_resources_config
+
+    sandbox = _sandbox(f"sandbox.cpu={cpu}", f"sandbox.memory={memory}")
+    resources = convert_fn_config_to_resources_config(
+        cpu=sandbox.cpu, memory=sandbox.memory_mib, gpu=None
+    )
+    assert resources.milli_cpu > 0 and resources.memory_mb > 0
+
+
+def test_request_limit_pairs_region_and_cloud_reach_sandbox_create(modal_with_secrets):
+    plan = config_plan("a10.yaml", "sandbox.cpu=[1,4]", "sandbox.memory=[8GiB,16GiB]",
+                       "sandbox.region=[us-east,us-west]", "sandbox.cloud=oci")
+    ModalBackend().up(plan, task=None, detach=True)
+    (create,) = modal_with_secrets.requests("SandboxCreate")
+    res = create.definition.resources
+    assert (res.milli_cpu, res.milli_cpu_max) == (1000, 4000)
+    assert (res.memory_mb, res.memory_mb_max) == (8192, 16384)
+    assert list(create.definition.scheduler_placement.regions) == ["us-east", "us-west"]
+    assert create.definition.cloud_provider_str == "oci"

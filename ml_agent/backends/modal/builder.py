@@ -198,5 +198,9 @@ def sandbox_create_args(
         kwargs["cpu"] = sandbox.cpu
     if sandbox.memory_mib is not None:
         kwargs["memory"] = sandbox.memory_mib
+    if sandbox.region is not None:
+        kwargs["region"] = list(sandbox.region)
+    if sandbox.cloud is not None:
+        kwargs["cloud"] = sandbox.cloud
     kwargs.update(network_kwargs(plan, proxy_url))
     return agent_command(plan, task), kwargs
