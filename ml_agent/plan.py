@@ -68,6 +68,7 @@ Layer = Annotated[
 class ImagePlan(_Frozen):
     python: str
     layers: tuple[Layer, ...]
+    builder: str  # Modal's image builder version (config/types.py IMAGE_BUILDER_PYTHON)
 
 
 class VolumePlan(_Frozen):
@@ -207,7 +208,11 @@ def build_plan(config: LaunchConfig, config_path: str | os.PathLike[str]) -> Pla
         "backend": config.backend,
         "config_path": str(path),
         "config_name": path.stem,
-        "image": {"python": config.image.python, "layers": layers},
+        "image": {
+            "python": config.image.python,
+            "layers": layers,
+            "builder": config.image.builder,
+        },
         "volumes": volumes,
         "sandbox": {
             "gpu": str(sb.gpu) if sb.gpu else None,

@@ -33,6 +33,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from ml_agent.config.types import (
     APP_NAME_MAX,
+    DEFAULT_IMAGE_BUILDER,
     AbsPath,
     AppName,
     Cloud,
@@ -42,6 +43,7 @@ from ml_agent.config.types import (
     EnvName,
     EnvValue,
     GpuSpec,
+    ImageBuilder,
     Key,
     LocalPath,
     MemorySpec,
@@ -51,6 +53,7 @@ from ml_agent.config.types import (
     Regions,
     did_you_mean,
     format_duration,
+    python_for_builder,
 )
 
 ANTHROPIC_UPSTREAM = "https://api.anthropic.com"
@@ -230,8 +233,23 @@ class ImageConfig(Strict):
 
     python: Annotated[
         PythonVersion,
-        Field(description='Python version of the Debian slim image, quoted: "3.11".'),
+        Field(
+            description=(
+                'Python version of the Debian slim image, quoted: "3.11". On Modal, one the '
+                "image builder version builds (2026.10: 3.11 to 3.15; 2025.06: 3.10 to 3.15)."
+            )
+        ),
     ] = "3.11"
+    builder: Annotated[
+        ImageBuilder,
+        Field(
+            description=(
+                "Modal's image builder version, used whatever your workspace is set to; it "
+                f"decides the Python versions on offer. Default {DEFAULT_IMAGE_BUILDER} "
+                "(Modal's newest)."
+            )
+        ),
+    ] = DEFAULT_IMAGE_BUILDER
     layers: Annotated[
         list[Layer],
         Field(
@@ -730,6 +748,10 @@ class LaunchConfig(Strict):
                             dest,
                         )
                     )
+        if self.backend == "modal" and (
+            why := python_for_builder(self.image.python, self.image.builder)
+        ):
+            errors.append((("image", "python"), why, self.image.python))
         if self.syncer.volume is not None and self.syncer.volume not in self.volumes:
             hint = did_you_mean(self.syncer.volume, list(self.volumes)) or (
                 f"; volumes are: {', '.join(self.volumes)}"

@@ -590,9 +590,58 @@ Domain = Annotated[
 
 # -- Python version ------------------------------------------------------------------------
 
-#: Python series Modal's `Image.debian_slim` supports (modal/_image.py
-#: SUPPORTED_PYTHON_SERIES, union of the non-preview builders, no free-threaded builds).
-PYTHON_VERSIONS: tuple[str, ...] = ("3.10", "3.11", "3.12", "3.13", "3.14")
+#: Python series `Image.debian_slim` takes, per Modal image builder version (modal/_image.py
+#: SUPPORTED_PYTHON_SERIES without the free-threaded `t` builds, which debian_slim refuses).
+#: A test keeps it equal to the installed modal's.
+IMAGE_BUILDER_PYTHON: dict[str, tuple[str, ...]] = {
+    "2023.12": ("3.10", "3.11", "3.12"),
+    "2024.04": ("3.10", "3.11", "3.12"),
+    "2024.10": ("3.10", "3.11", "3.12", "3.13"),
+    "2025.06": ("3.10", "3.11", "3.12", "3.13", "3.14", "3.15"),
+    "2026.10": ("3.11", "3.12", "3.13", "3.14", "3.15"),
+    "PREVIEW": ("3.11", "3.12", "3.13", "3.14", "3.15"),
+}
+#: modal's LATEST_IMAGE_BUILDER_VERSION: what a new Modal workspace builds with.
+DEFAULT_IMAGE_BUILDER = "2026.10"
+#: Every series some builder takes: the image builder version narrows it (models.py).
+PYTHON_VERSIONS: tuple[str, ...] = tuple(
+    sorted({v for vs in IMAGE_BUILDER_PYTHON.values() for v in vs}, key=lambda v: int(v[2:]))
+)
+
+
+def python_for_builder(python: str, builder: str) -> str | None:
+    """Why Modal's image `builder` cannot build `python` (and what to do), or None."""
+    offered = IMAGE_BUILDER_PYTHON[builder]
+    if python in offered:
+        return None
+    others = [b for b, vs in IMAGE_BUILDER_PYTHON.items() if python in vs and b != "PREVIEW"]
+    way_out = f', or set image.builder: "{max(others)}", which builds it' if others else ""
+    return (
+        f"the Modal image builder version {builder} does not build Python {python} (it "
+        f"builds {', '.join(offered)}): choose one of those{way_out}"
+    )
+
+
+def parse_image_builder(value: Any) -> str:
+    """A Modal image builder version, e.g. "2026.10" (a string: YAML reads 2024.10 as 2024.1)."""
+    if isinstance(value, float):
+        meant = next((b for b in IMAGE_BUILDER_PYTHON if b[0].isdigit() and float(b) == value),
+                     repr(value))
+        raise ValueError(f'YAML read {meant} as the number {value!r}; quote it: builder: "{meant}"')
+    text = _require_str(value, "builder", '"2026.10"').strip()
+    if text not in IMAGE_BUILDER_PYTHON:
+        raise ValueError(
+            f"Modal has no image builder version {text!r}; choose one of "
+            f"{', '.join(IMAGE_BUILDER_PYTHON)} (as a quoted string)"
+        )
+    return text
+
+
+ImageBuilder = Annotated[
+    str,
+    BeforeValidator(parse_image_builder),
+    WithJsonSchema({"type": "string", "enum": list(IMAGE_BUILDER_PYTHON)}),
+]
 
 
 def parse_python_version(value: Any) -> str:

@@ -95,3 +95,45 @@ def test_request_limit_pairs_region_and_cloud_reach_sandbox_create(modal_with_se
     assert (res.memory_mb, res.memory_mb_max) == (8192, 16384)
     assert list(create.definition.scheduler_placement.regions) == ["us-east", "us-west"]
     assert create.definition.cloud_provider_str == "oci"
+
+
+# -- Python and the image builder (modal/_image.py SUPPORTED_PYTHON_SERIES,
+#    _validate_python_version, _get_image_builder_version) -------------------------------
+def test_the_python_table_is_modals():
+    from modal._image import LATEST_IMAGE_BUILDER_VERSION, SUPPORTED_PYTHON_SERIES
+
+    from ml_agent.config.types import DEFAULT_IMAGE_BUILDER, IMAGE_BUILDER_PYTHON
+
+    assert {
+        builder: tuple(v for v in series if not v.endswith("t"))
+        for builder, series in SUPPORTED_PYTHON_SERIES.items()
+    } == IMAGE_BUILDER_PYTHON
+    assert DEFAULT_IMAGE_BUILDER == LATEST_IMAGE_BUILDER_VERSION
+
+
+@pytest.mark.parametrize(
+    ("python", "builder", "message"),
+    [
+        ("3.10", None, r"image builder version 2026.10 does not build Python 3.10 \(it builds "
+         r"3.11, 3.12, 3.13, 3.14, 3.15\): .* image.builder: \"2025.06\", which builds it"),
+        ("3.15", "2024.10", r"version 2024.10 does not build Python 3.15 .* \"2026.10\""),
+    ],
+)
+def test_a_python_the_image_builder_does_not_build_is_refused(python, builder, message):
+    sets = [f'image.python="{python}"', *([f'image.builder="{builder}"'] if builder else [])]
+    with pytest.raises(ConfigError, match=message):
+        config_plan("a10.yaml", *sets)
+
+
+def test_the_local_backend_ignores_the_image_builder():
+    assert config_plan("a10.yaml", 'image.python="3.10"', "backend=local").image.python == "3.10"
+
+
+@pytest.mark.parametrize(("python", "builder"), [("3.15", "2026.10"), ("3.10", "2025.06")])
+def test_images_build_with_the_configs_builder_on_the_fake(modal_with_secrets, python, builder):
+    # The fake's workspace is on the newest builder (which refuses 3.10, in the client).
+    plan = config_plan("a10.yaml", f'image.python="{python}"', f'image.builder="{builder}"')
+    ModalBackend().up(plan, task=None, detach=True)
+    builds = modal_with_secrets.requests("ImageGetOrCreate")
+    assert {r.builder_version for r in builds} == {builder}
+    assert any(f"python:{python}" in " ".join(r.image.dockerfile_commands) for r in builds)

@@ -86,6 +86,25 @@ def modal_errors(doing: str) -> Iterator[None]:
         ) from None
 
 
+@contextlib.contextmanager
+def image_builder(version: str) -> Iterator[None]:
+    """Build images with the config's image builder version, whatever the workspace's.
+
+    modal reads MODAL_IMAGE_BUILDER_VERSION at each build (modal/_image.py
+    `_get_image_builder_version`: the local setting wins over the workspace's).
+    """
+    name = "MODAL_IMAGE_BUILDER_VERSION"
+    saved = os.environ.get(name)
+    os.environ[name] = version
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
 class ModalBackend:
     """The Modal backend; constructing it reads nothing (the CLI builds it for every command)."""
 
@@ -109,6 +128,10 @@ class ModalBackend:
         self, plan: Plan, *, task: str | None, detach: bool, progress: Progress | None = None
     ) -> RunRecord:
         """Launch the run; Modal sandboxes always outlive this process (`detach` or not)."""
+        with image_builder(plan.image.builder):
+            return self._up(plan, task=task, progress=progress)
+
+    def _up(self, plan: Plan, *, task: str | None, progress: Progress | None) -> RunRecord:
         import modal
 
         from ml_agent.plan import launch_env
