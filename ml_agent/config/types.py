@@ -110,7 +110,7 @@ class GpuSpec:
         limit = GPU_TYPES[canonical]
         count = 1
         if sep:
-            if not count_text.strip().isdigit():
+            if not re.fullmatch(r"[0-9]+", count_text.strip()):  # not '²': isdigit() is
                 raise ValueError(
                     f"GPU count must be a whole number (got {count_text!r}); "
                     f"write e.g. '{canonical}:2'"
@@ -157,7 +157,7 @@ class GpuSpec:
 
 # -- durations and sizes -------------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
 
 
 def parse_duration(value: Any) -> int:
@@ -171,7 +171,7 @@ def parse_duration(value: Any) -> int:
     text = _require_str(value, "a duration", "'30m', '1h', '90s' or a number of seconds")
     compact = text.strip().lower().replace(" ", "")
     match = _DURATION_RE.match(compact)
-    if compact.isdigit():
+    if compact.isascii() and compact.isdigit():  # '²'.isdigit() is True, int('²') fails
         return int(compact)
     if not compact or not match or not any(match.groups()):
         raise ValueError(
@@ -203,7 +203,7 @@ _DURATION_SCHEMA = {
 #: Seconds; YAML accepts `90s`, `30m`, `1h`, `1h30m` or a plain number of seconds.
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?$", re.IGNORECASE)
+_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?$", re.IGNORECASE | re.ASCII)
 _MIB = 1024 * 1024
 _UNIT_BYTES = {
     "k": 1000,

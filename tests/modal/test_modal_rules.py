@@ -137,3 +137,20 @@ def test_images_build_with_the_configs_builder_on_the_fake(modal_with_secrets, p
     builds = modal_with_secrets.requests("ImageGetOrCreate")
     assert {r.builder_version for r in builds} == {builder}
     assert any(f"python:{python}" in " ".join(r.image.dockerfile_commands) for r in builds)
+
+
+# -- shorthand with non-ASCII digits ('²'.isdigit() is True, int('²') raises) ---------------
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("sandbox.gpu=H100:²", r"GPU count must be a whole number \(got '²'\)"),
+        ("sandbox.gpu=H100:٢", r"GPU count must be a whole number \(got '٢'\)"),
+        ("sandbox.timeout=²", "not a duration: '²'"),
+        ("sandbox.timeout=²h", "not a duration: '²h'"),
+        ("sandbox.memory=²GiB", "not a memory size: '²GiB'"),
+    ],
+)
+def test_non_ascii_digits_are_a_clear_error_not_an_int_error(setting, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        _sandbox(setting)
+    assert "invalid literal" not in str(caught.value)
