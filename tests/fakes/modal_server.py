@@ -556,8 +556,12 @@ class FakeModalServicer(api_grpc.ModalClientBase):
         request = await self._recv("SandboxCreate", stream)
         _check_tags({t.tag_name: t.tag_value for t in request.tags})
         _check_resources(request.definition)
-        if request.definition.name:
-            _check_name(request.definition.name, "Sandbox")
+        name = request.definition.name
+        if name:
+            _check_name(name, "Sandbox")
+            if any(s.definition.name == name and s.app_id == request.app_id and s.result is None
+                   for s in self.sandboxes.values()):  # like Modal: unique among live ones
+                raise GRPCError(Status.ALREADY_EXISTS, f"Sandbox with name '{name}' exists")
         sandbox_id = "sb-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
         sandbox = FakeSandbox(
             sandbox_id=sandbox_id,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_agent.backends.modal import builder
+from ml_agent.backends.modal.errors import modal_errors
 from ml_agent.backends.modal.stores import AppState, ModalTokenStore, ModalUsageSink, RunRegistry
 from ml_agent.contracts import (
     RunRecord,
@@ -58,32 +59,6 @@ SECRET_KEYS = {"proxy": "ANTHROPIC_API_KEY=sk-ant-...", "syncer": "HF_TOKEN=hf_.
 
 def _no_progress(message: str) -> None:
     pass
-
-
-@contextlib.contextmanager
-def modal_errors(doing: str) -> Iterator[None]:
-    """Turn the modal SDK's errors a user can act on into BackendErrors that say how."""
-    from modal import exception as mx
-
-    try:
-        yield
-    except mx.AuthError as exc:
-        raise BackendError(
-            f"Modal did not accept your credentials while {doing} ({exc}). Run `modal token new` "
-            "(or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), or use `--backend local`."
-        ) from None
-    except mx.ResourceExhaustedError as exc:
-        raise BackendError(
-            f"Modal could not schedule the sandbox while {doing}: {exc}. The GPU type may be out "
-            "of capacity or your workspace at its limit: retry later, choose another "
-            "`sandbox.gpu`, or check your limits on modal.com/settings."
-        ) from None
-    except mx.TimeoutError as exc:
-        raise BackendError(f"Modal timed out while {doing}: {exc}. Retry in a moment.") from None
-    except mx.ConnectionError as exc:
-        raise BackendError(
-            f"cannot reach Modal while {doing}: {exc}. Check your network (or MODAL_SERVER_URL)."
-        ) from None
 
 
 @contextlib.contextmanager
@@ -286,14 +261,15 @@ class ModalBackend:
         chain = builder.build_image(plan.image)
         for index, (label, image) in enumerate(chain):
             say(f"image {index}/{len(chain) - 1}: {label}")
-            try:
-                with modal_errors(f"building the image ({label})"):
+            with modal_errors(f"building the image ({label})"):
+                try:
                     image.build(app)
-            except (ImageBuildError, RemoteError) as exc:
-                raise BackendError(
-                    f"the image build failed at {label}: {exc}. Fix that layer in "
-                    f"image.layers of {plan.config_path} (Modal keeps the layers before it)."
-                ) from None
+                except (ImageBuildError, RemoteError) as exc:
+                    raise BackendError(
+                        f"the image build failed at {label}: {exc}. Fix that layer in "
+                        f"image.layers of {plan.config_path} (Modal keeps the layers before "
+                        "it)."
+                    ) from None
         return chain[-1][1]
 
     # -- runs ----------------------------------------------------------------------------
