@@ -64,6 +64,9 @@ def test_up_deploys_the_app_and_creates_the_sandbox(fake, backend):
     assert [(m.mount_path, m.read_only) for m in finalize.volume_mounts] == [("/data", False)]
     named = set(fake.servicer.secrets.values())
     assert not named & set(finalize.secret_ids)  # no key, no HF token: only its settings
+    replay = fake.function("run_events")  # reads a run's transcript for a re-attach
+    assert [(m.mount_path, m.read_only) for m in replay.volume_mounts] == [("/data", True)]
+    assert not named & set(replay.secret_ids)
     assert len(fake.requests("AppPublish")) == 1
     assert {r.deployment_name for r in fake.requests("VolumeGetOrCreate")} == {
         "sandbox-data", "sandbox-trackio"
@@ -113,7 +116,7 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
         a10("20261126-0316-bbbbbb"), task="train", detach=True
     )
     assert len(fake.requests("AppPublish")) == 1
-    assert len(fake.requests("FunctionCreate")) == 4  # proxy, syncer, sync_now, finalize_run
+    assert len(fake.requests("FunctionCreate")) == 5  # and sync_now, finalize_run, run_events
     assert len(fake.requests("FunctionMap")) == 1  # the one syncer is alive
     assert len(fake.requests("SandboxCreate")) == 2
     assert list(fake.requests("SandboxCreate")[1].definition.entrypoint_args)[-1] == (
@@ -220,7 +223,7 @@ def test_without_syncer_only_the_proxy_is_deployed(fake):
     backend = ModalBackend(progress=messages.append)
     run = backend.up(config_plan("a10.yaml"), task=None, detach=True)
     assert [r.function.function_name for r in fake.requests("FunctionCreate")] == [
-        "proxy", "finalize_run"
+        "proxy", "finalize_run", "run_events"
     ]
     assert backend.stop(run.run_id).status == "stopped"
     # No syncer spawned, no final sync to run; result.json still gets the proxy's usage.
@@ -276,7 +279,34 @@ def test_a_failed_launch_revokes_its_token(fake, backend):
 
 def test_cpu_config_sandbox(fake, backend):
     backend.up(config_plan("cpu.yaml"), task=None, detach=True)
-    (create,) = fake.requests("SandboxCreate")
+    (create,) = fake.requests("SandboxCreateV2")  # modal's default for CPU sandboxes
     resources = create.definition.resources
     assert not resources.gpu_config.gpu_type
     assert (resources.milli_cpu, resources.memory_mb) == (4000, 16384)
+
+
+@pytest.mark.parametrize("config", ["base.yaml", "cpu.yaml"])
+def test_a_cpu_run_on_sandbox_v2_from_up_to_stop(fake, backend, config):
+    # CPU sandboxes speak V2 (modal/sandbox/_sandbox.py impl_class_for_create_args): stdio
+    # through the task command router, stdin numbered by byte offset.
+    run = backend.up(config_plan(config, "syncer.enabled=true"), task="train", detach=True)
+    assert not fake.requests("SandboxCreate") and fake.requests("SandboxCreateV2")
+    sandbox = fake.sandboxes[run.sandbox_id]
+    assert sandbox.v2 and sandbox.env["ML_AGENT_RUN_ID"] == run.run_id
+    emitted = [{"type": "ready", "seq": 1, "ts": 1.0, "model": "m", "run_id": run.run_id},
+               {"type": "assistant_text", "seq": 2, "ts": 2.0, "text": "hello"}]
+    sandbox.write_stdout("".join(json.dumps(e) + "\n" for e in emitted))
+    sandbox.write_stderr("a warning\n")
+    assert list(backend.events(run.run_id, follow=False)) == emitted
+    assert "a warning" in list(backend.logs(run.run_id, follow=False))
+
+    lines = [protocol.encode_input("user", text=f"line {i}") for i in range(2)]
+    backend.send(run.run_id, lines[0])
+    ModalBackend().send(run.run_id, lines[1])  # another process continues the offset
+    assert sandbox.stdin_text == protocol.task_input("train") + "".join(lines)
+    assert sandbox.stdin_dropped == []
+
+    stopped = backend.stop(run.run_id)
+    assert stopped.status == "stopped"
+    assert fake.requests("SandboxTerminateV2")
+    assert [t["revoked"] for t in _tokens(fake).values()] == [True]

@@ -202,3 +202,22 @@ def test_the_fake_times_a_sandbox_out_at_its_timeout(fake):
         update={"timeout_s": 1})}), task="train", detach=True)
     assert fake.requests("SandboxCreate")[0].definition.timeout_secs == 1
     assert backend.finish(run.run_id).status == "timeout"
+
+
+def test_re_attach_replays_what_a_v2_sandbox_no_longer_keeps_from_the_event_log(fake, data):
+    # A V2 sandbox (CPU) keeps only its recent output; the run's transcript keeps it all.
+    fake.v2_output_keep = 400
+    backend = ModalBackend()
+    run = backend.up(config_plan("cpu.yaml", "syncer.enabled=true"), task="x", detach=True)
+    events = [{"type": "assistant_text", "seq": i, "ts": float(i), "text": f"step {i}"}
+              for i in range(1, 21)]
+    lines = "".join(json.dumps(e) + "\n" for e in events)
+    folder = data / "runs" / run.run_id
+    folder.mkdir(parents=True)
+    inputs = json.dumps({"type": "input", "input": {"type": "user", "text": "x"}}) + "\n"
+    (folder / protocol.TRANSCRIPT_FILE).write_text(inputs + lines)
+    fake.sandboxes[run.sandbox_id].write_stdout(lines)
+
+    assert list(ModalBackend().events(run.run_id, follow=False)) == events
+    ((args, _),) = fake.function_calls("run_events")
+    assert args[0] == run.run_id and 10 < args[1] <= 20

@@ -1,10 +1,11 @@
 """The deployed Modal app: the proxy as an ASGI web endpoint, the syncer and run-end functions.
 
 Modal re-imports this module by name inside each container and looks the function up by
-its global name, so `proxy`, `syncer`, `sync_now` and `finalize_run` are plain module-level
-functions and `build_app(plan)` registers them on an App. Containers never see the YAML:
-every setting travels as an environment variable (`ML_AGENT_*` below) set on the function,
-and keys arrive through Modal secrets (`proxy.secret`, `syncer.secret`) only.
+its global name, so `proxy`, `syncer`, `sync_now`, `finalize_run` and `run_events` are
+plain module-level functions and `build_app(plan)` registers them on an App. Containers
+never see the YAML: every setting travels as an environment variable (`ML_AGENT_*` below)
+set on the function, and keys arrive through Modal secrets (`proxy.secret`,
+`syncer.secret`) only.
 
 The syncer and every `sync_now` share their upload records (a modal.Dict, stores.py), so
 the final sync of a `stop` uploads only what changed; `finalize_run` mounts the data volume
@@ -38,7 +39,7 @@ PROXY_CONCURRENCY = 64  # requests in flight in the one proxy container
 PROXY_TIMEOUT_S = 3600  # a function's lifetime per input; Modal limits one web request to 150 s
 SYNCER_TIMEOUT_S = 24 * 3600  # Modal's maximum; `up` respawns a syncer that stopped
 FINALIZE_TIMEOUT_S = 300
-FUNCTION_NAMES = ("proxy", "syncer", "sync_now", "finalize_run")
+FUNCTION_NAMES = ("proxy", "syncer", "sync_now", "finalize_run", "run_events")
 #: Parts of ml_agent the containers never import (a config/CLI edit must not redeploy).
 UNUSED_SOURCE = (("cli",), ("config",), ("backends", "local"), ("_bundle",))
 #: The syncer keeps going while a sandbox of its app may still appear or run.
@@ -146,6 +147,15 @@ def build_app(plan: Plan) -> modal.App:
         volumes={data.mount: modal.Volume.from_name(data.name, create_if_missing=True)},
         timeout=FINALIZE_TIMEOUT_S,
     )(finalize_run)
+    read_only = modal.Volume.from_name(data.name, create_if_missing=True).with_mount_options(
+        read_only=True
+    )
+    app.function(
+        image=slim,  # no secret: it only reads a run's transcript
+        env=env,
+        volumes={data.mount: read_only},
+        timeout=FINALIZE_TIMEOUT_S,
+    )(run_events)
     return app
 
 
@@ -271,3 +281,18 @@ def finalize_run(
     if outcome == "proxy usage written":
         volume.commit()
     return outcome
+
+
+def run_events(run_id: str, before: int) -> list[dict[str, Any]]:
+    """The run's events with `seq` below `before`, from its transcript on the data volume.
+
+    A re-attaching client calls it when the sandbox's output no longer starts at the first
+    event (V2 sandboxes keep only recent output). It sees what the sandbox has committed to
+    the volume: all of it once the sandbox has ended.
+    """
+    import modal
+
+    from ml_agent.backends.modal.results import read_run_events
+
+    modal.Volume.from_name(os.environ["ML_AGENT_DATA_VOLUME"]).reload()
+    return read_run_events(Path(os.environ["ML_AGENT_DATA_MOUNT"]), run_id, before)

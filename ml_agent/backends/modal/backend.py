@@ -14,6 +14,7 @@ proxy's usage written into the run's result.json (the app's `finalize_run`) and 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import threading
@@ -305,11 +306,39 @@ class ModalBackend:
             return modal.Sandbox.from_id(record.sandbox_id)
 
     def events(self, run_id: str, *, follow: bool) -> Iterator[dict[str, Any]]:
-        sandbox = self._sandbox(self.find(run_id))
+        """The run's events from the first, then (`follow`) as they come.
+
+        They are read from the sandbox's stdout. A V2 sandbox keeps only its recent output:
+        when that no longer starts at the first event, the missing ones come from the run's
+        own event log (its transcript on the data volume, through the app's `run_events`).
+        """
+        record = self.find(run_id)
+        sandbox = self._sandbox(record)
+        first = True
         for _, line in _read_lines(sandbox, ("stdout",), follow=follow):
             event = protocol.decode_event(line)
-            if event is not None:
-                yield event
+            if event is None:
+                continue
+            if first and event["seq"] > 1:
+                yield from self._replay(record, before=event["seq"])
+            first = False
+            yield event
+
+    def _replay(self, record: RunRecord, *, before: int) -> list[dict[str, Any]]:
+        """Events `seq < before` from the run's transcript on the data volume."""
+        try:
+            with modal_errors(f"reading the event log of run {record.run_id}"):
+                run_events = self._app_function(record.app, "run_events")
+                if run_events is None:
+                    self.progress("warning: the start of the run's output is gone, and the "
+                                  "deployed app (an older ml-agent) cannot replay it")
+                    return []
+                events = run_events.remote(record.run_id, before)
+        except Exception as exc:  # noqa: BLE001 - the live events still follow; say why
+            self.progress(f"warning: the start of the run's output is gone ({exc})")
+            return []
+        return [e for e in events if isinstance(e, dict) and protocol.decode_event(
+            json.dumps(e)) is not None]
 
     def send(self, run_id: str, line: str) -> None:
         self._write_stdin(self.find(run_id), line if line.endswith("\n") else line + "\n")

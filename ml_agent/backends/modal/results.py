@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +34,10 @@ def merge_proxy_usage(
     wrote a final one (a stopped sandbox ends without its last write). Raises OSError or
     ValueError when the file cannot be read or written safely.
     """
-    if not RUN_ID_RE.match(run_id):
-        raise ValueError(f"not a run id: {run_id!r}")
-    fd = os.open(data_root, os.O_RDONLY | os.O_DIRECTORY)
+    fd = _run_folder(data_root, run_id)
+    if fd is None:
+        return "no run folder"
     try:
-        for part in ("runs", run_id):
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                return "no run folder"
-            os.close(fd)
-            fd = nxt
         try:
             src = os.open(protocol.RESULT_FILE, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
         except FileNotFoundError:
@@ -73,3 +67,53 @@ def merge_proxy_usage(
         return "proxy usage written"
     finally:
         os.close(fd)
+
+
+def _run_folder(data_root: Path, run_id: str) -> int | None:
+    """A descriptor of `<data_root>/runs/<run_id>`, opened without following links; None
+    when it does not exist. Raises ValueError for anything but a run id."""
+    if not RUN_ID_RE.match(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    fd = os.open(data_root, os.O_RDONLY | os.O_DIRECTORY)
+    for part in ("runs", run_id):
+        try:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except FileNotFoundError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+#: At most this much of a transcript is replayed (events are cut at MAX_TOOL_RESULT_CHARS).
+MAX_REPLAY_BYTES = 64 * 1024 * 1024
+
+
+def read_run_events(data_root: Path, run_id: str, before: int) -> list[dict[str, Any]]:
+    """The events of the run's transcript (the agent's own log) with `seq` below `before`.
+
+    What a re-attaching client replays when the sandbox no longer has the start of its
+    output (V2 sandboxes keep only recent output). Lines that are not events are skipped.
+    """
+    fd = _run_folder(data_root, run_id)
+    if fd is None:
+        return []
+    try:
+        try:
+            src = os.open(protocol.TRANSCRIPT_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+                          dir_fd=fd)
+        except FileNotFoundError:
+            return []
+        with os.fdopen(src, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ValueError("the transcript is not a regular file")
+            raw = fh.read(MAX_REPLAY_BYTES)
+    finally:
+        os.close(fd)
+    events = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        event = protocol.decode_event(line)
+        if event is not None and event["seq"] < before:
+            events.append(event)
+    return events
