@@ -67,6 +67,8 @@ def test_up_deploys_the_app_and_creates_the_sandbox(fake, backend):
     replay = fake.function("run_events")  # reads a run's transcript for a re-attach
     assert [(m.mount_path, m.read_only) for m in replay.volume_mounts] == [("/data", True)]
     assert not named & set(replay.secret_ids)
+    runs = fake.function("list_runs")  # rebuilds the run registry from the run folders
+    assert [(m.mount_path, m.read_only) for m in runs.volume_mounts] == [("/data", True)]
     assert len(fake.requests("AppPublish")) == 1
     assert {r.deployment_name for r in fake.requests("VolumeGetOrCreate")} == {
         "sandbox-data", "sandbox-trackio"
@@ -116,7 +118,8 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
         a10("20261126-0316-bbbbbb"), task="train", detach=True
     )
     assert len(fake.requests("AppPublish")) == 1
-    assert len(fake.requests("FunctionCreate")) == 5  # and sync_now, finalize_run, run_events
+    # proxy, syncer, sync_now, finalize_run, run_events, list_runs
+    assert len(fake.requests("FunctionCreate")) == 6
     assert len(fake.requests("FunctionMap")) == 1  # the one syncer is alive
     assert len(fake.requests("SandboxCreate")) == 2
     assert list(fake.requests("SandboxCreate")[1].definition.entrypoint_args)[-1] == (
@@ -223,7 +226,7 @@ def test_without_syncer_only_the_proxy_is_deployed(fake):
     backend = ModalBackend(progress=messages.append)
     run = backend.up(config_plan("a10.yaml"), task=None, detach=True)
     assert [r.function.function_name for r in fake.requests("FunctionCreate")] == [
-        "proxy", "finalize_run", "run_events"
+        "proxy", "finalize_run", "run_events", "list_runs"
     ]
     assert backend.stop(run.run_id).status == "stopped"
     # No syncer spawned, no final sync to run; result.json still gets the proxy's usage.

@@ -221,3 +221,20 @@ def test_re_attach_replays_what_a_v2_sandbox_no_longer_keeps_from_the_event_log(
     assert list(ModalBackend().events(run.run_id, follow=False)) == events
     ((args, _),) = fake.function_calls("run_events")
     assert args[0] == run.run_id and 10 < args[1] <= 20
+
+
+def test_the_data_volume_keeps_ended_runs_when_the_registry_forgets_them(fake, data):
+    # modal.Dict entries expire after 7 days untouched: the run folder is the record.
+    backend = ModalBackend()
+    run = backend.up(plan(), task=None, detach=True)
+    agent_result(data, run.run_id)
+    stopped = backend.stop(run.run_id)
+    kept = json.loads((data / "runs" / run.run_id / "run.json").read_text())
+    assert kept == stopped.to_dict() and kept["status"] == "stopped"
+
+    registry = fake.servicer.dict_data[fake.servicer.dicts["ml-agent-runs"]]
+    registry.clear()  # the entries expired
+    assert ModalBackend().ps() == []
+    found = ModalBackend().find(run.run_id[:15])  # e.g. `ml-agent logs <prefix>`
+    assert found.to_dict() == stopped.to_dict()
+    assert [r.run_id for r in ModalBackend().ps()] == [run.run_id]  # the index is back

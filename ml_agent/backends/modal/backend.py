@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from ml_agent.plan import Plan
 
 Progress = Callable[[str], None]
+#: The app name of the shipped configs: looked in when a run is in no known app's registry.
+DEFAULT_APP = "ml-agent"
 LIVE = ("starting", "running")
 #: A syncer whose pulse is older than this is presumed gone and is spawned again.
 SYNCER_GRACE_S = 300.0
@@ -275,17 +277,50 @@ class ModalBackend:
 
     # -- runs ----------------------------------------------------------------------------
     def find(self, run_id: str) -> RunRecord:
-        """A run by id or unique id prefix."""
-        with modal_errors("reading the run registry"):
-            record = self.registry.get(run_id)
-            if record is not None:
-                return record
-            matches = [r for r in self.registry.all() if r.run_id.startswith(run_id)]
+        """A run by id or unique id prefix; a run the registry forgot (its entries expire
+        after 7 days untouched) is looked for in the run folders of the data volume."""
+        matches = self._matches(run_id)
+        if not matches:
+            with modal_errors("reading the run registry"):
+                apps = {r.app for r in self.registry.all()} | {DEFAULT_APP}
+            for app in sorted(apps):
+                self.rebuild_registry(app)
+            matches = self._matches(run_id)
         if len(matches) == 1:
             return matches[0]
         if matches:
             raise RunNotFound(f"'{run_id}' matches {len(matches)} runs; give more of the id")
         raise RunNotFound(f"no Modal run '{run_id}' (see `ml-agent ps`)")
+
+    def _matches(self, run_id: str) -> list[RunRecord]:
+        with modal_errors("reading the run registry"):
+            record = self.registry.get(run_id)
+            if record is not None:
+                return [record]
+            return [r for r in self.registry.all() if r.run_id.startswith(run_id)]
+
+    def rebuild_registry(self, app: str) -> list[RunRecord]:
+        """Put back into the registry the ended runs of `app` that its data volume keeps
+        (run.json, written at each run's end) and the registry has forgotten; returns them.
+
+        The run folders are the durable record: the registry modal.Dict is an index.
+        """
+        try:
+            with modal_errors(f"reading the runs of app '{app}' from its data volume"):
+                list_runs = self._app_function(app, "list_runs")
+                found = (list_runs.remote() if list_runs is not None else None) or []
+        except BackendError:
+            return []  # no such app (or an older one): nothing to rebuild from
+        restored = []
+        with modal_errors("rebuilding the run registry"):
+            for data in found:
+                if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
+                    continue
+                if self.registry.get(data["run_id"]) is None:
+                    record = RunRecord.from_dict(data)
+                    self.registry.put(record)
+                    restored.append(record)
+        return restored
 
     def record(self, run_id: str) -> RunRecord | None:
         """The registry entry of a run (exact id), or None."""
@@ -500,7 +535,8 @@ class ModalBackend:
                     return
                 if usage is None:
                     usage = ModalUsageSink.for_app(record.app).get(record.run_id)
-                args = (record.run_id, usage, record.status, record.ended_at)
+                args = (record.run_id, usage, record.status, record.ended_at,
+                        record.to_dict())
                 if not wait:
                     finalize.spawn(*args)
                     return

@@ -54,19 +54,69 @@ def merge_proxy_usage(
             result["status"] = status
             if ended_at and not result.get("ended_at"):
                 result["ended_at"] = ended_at
-        tmp = f".{protocol.RESULT_FILE}.{os.getpid()}.tmp"
-        # Whatever is there (a leftover, a planted link or FIFO) goes, not its target.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=fd)
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                      dir_fd=fd)
-        with os.fdopen(out, "w") as fh:
-            json.dump(result, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, protocol.RESULT_FILE, src_dir_fd=fd, dst_dir_fd=fd)
+        _replace_json(fd, protocol.RESULT_FILE, result)
         return "proxy usage written"
     finally:
         os.close(fd)
+
+
+def _replace_json(fd: int, name: str, data: Any) -> None:
+    """Write `name` in the folder `fd` through a fresh temp file and a rename."""
+    tmp = f".{name}.{os.getpid()}.tmp"
+    # Whatever is there (a leftover, a planted link or FIFO) goes, not its target.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=fd)
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+    with os.fdopen(out, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+
+
+#: The launcher's record of a run (contracts.RunRecord), kept in its folder on the data
+#: volume: the run registry (a modal.Dict whose entries expire) is rebuilt from these.
+RUN_RECORD_FILE = "run.json"
+MAX_RECORD_BYTES = 64 * 1024
+
+
+def write_run_record(data_root: Path, run_id: str, record: dict[str, Any]) -> bool:
+    """Keep the run's registry entry in its folder; False when there is no run folder."""
+    fd = _run_folder(data_root, run_id)
+    if fd is None:
+        return False
+    try:
+        _replace_json(fd, RUN_RECORD_FILE, record)
+    finally:
+        os.close(fd)
+    return True
+
+
+def read_run_records(data_root: Path) -> list[dict[str, Any]]:
+    """Every run's registry entry kept on the data volume (unreadable ones are skipped)."""
+    runs = data_root / "runs"
+    names = sorted(os.listdir(runs)) if runs.is_dir() and not runs.is_symlink() else []
+    records = []
+    for run_id in filter(RUN_ID_RE.match, names):
+        fd = _run_folder(data_root, run_id)
+        if fd is None:
+            continue
+        try:
+            src = os.open(RUN_RECORD_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+                          dir_fd=fd)
+            with os.fdopen(src, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    continue
+                raw = fh.read(MAX_RECORD_BYTES + 1)
+            if len(raw) > MAX_RECORD_BYTES:
+                continue
+            data = json.loads(raw)
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.close(fd)
+        if isinstance(data, dict) and data.get("run_id") == run_id:
+            records.append(data)
+    return records
 
 
 def _run_folder(data_root: Path, run_id: str) -> int | None:
