@@ -3,12 +3,14 @@
 `up` = preflight (token, secrets) -> deploy the app if its hash changed -> mint the run
 token into the token store -> build the image layer by layer -> create the sandbox ->
 record the run -> ensure the one syncer. The agent is the sandbox's own command, so `events`
-and `logs` read the sandbox's stdout/stderr (from the start: re-attaching replays) and
-`send` writes its stdin.
+and `logs` read the sandbox's stdout/stderr (from the start; what a V2 sandbox no longer
+keeps is replayed from the run's event log) and `send` writes its stdin (a one-shot task is
+its first line).
 
 The end of a run (`stop`, or `finish` once the sandbox ended by itself): one final metric
 sync (the app's `sync_now`, after the sandbox's last commit), the run token revoked, the
 proxy's usage written into the run's result.json (the app's `finalize_run`) and the registry.
+The run folder keeps the registry entry too (run.json): the registry Dict is an index.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from ml_agent.backends.modal import builder
 from ml_agent.backends.modal.errors import modal_errors
+from ml_agent.backends.modal.stdio import (
+    read_lines,
+    set_stdin_position,
+    stdin_position,
+    write_stdin,
+)
 from ml_agent.backends.modal.stores import AppState, ModalTokenStore, ModalUsageSink, RunRegistry
 from ml_agent.contracts import (
     RunRecord,
@@ -49,13 +55,8 @@ LIVE = ("starting", "running")
 SYNCER_GRACE_S = 300.0
 #: A run token outlives its sandbox's timeout by this much (then the proxy refuses it).
 TOKEN_SLACK_S = 600.0
-#: Bytes per stdin drain: modal refuses more than 2 MiB in a writer's buffer (io_streams.py
-#: MAX_BUFFER_SIZE; V2: TASK_COMMAND_ROUTER_MAX_BUFFER_SIZE).
-STDIN_CHUNK = 1 << 20
 #: modal's return code of a sandbox that reached its timeout (`_result_returncode`).
 TIMED_OUT = 124
-#: `follow=False` readers stop when a live sandbox has printed nothing for this long.
-IDLE_S = 1.0
 
 SECRET_KEYS = {"proxy": "ANTHROPIC_API_KEY=sk-ant-...", "syncer": "HF_TOKEN=hf_..."}
 
@@ -350,7 +351,7 @@ class ModalBackend:
         record = self.find(run_id)
         sandbox = self._sandbox(record)
         first = True
-        for _, line in _read_lines(sandbox, ("stdout",), follow=follow):
+        for _, line in read_lines(sandbox, ("stdout",), follow=follow):
             event = protocol.decode_event(line)
             if event is None:
                 continue
@@ -372,8 +373,9 @@ class ModalBackend:
         except Exception as exc:  # noqa: BLE001 - the live events still follow; say why
             self.progress(f"warning: the start of the run's output is gone ({exc})")
             return []
-        return [e for e in events if isinstance(e, dict) and protocol.decode_event(
-            json.dumps(e)) is not None]
+        # What the function returns is the run folder's (agent-written) text: check it.
+        lines = (json.dumps(e) for e in events or [] if isinstance(e, dict))
+        return [e for e in map(protocol.decode_event, lines) if e is not None]
 
     def send(self, run_id: str, line: str) -> None:
         self._write_stdin(self.find(run_id), line if line.endswith("\n") else line + "\n")
@@ -393,16 +395,13 @@ class ModalBackend:
             sandbox = self._writers.get(record.run_id)
             if sandbox is None:
                 sandbox = self._writers[record.run_id] = self._sandbox(record)
-                _set_stdin_position(sandbox, state.get(key))
-            data = text.encode()
-            for start in range(0, len(data), STDIN_CHUNK):
-                sandbox.stdin.write(data[start : start + STDIN_CHUNK])
-                sandbox.stdin.drain()
-            state.put(key, _stdin_position(sandbox))
+                set_stdin_position(sandbox, state.get(key))
+            write_stdin(sandbox, text)
+            state.put(key, stdin_position(sandbox))
 
     def logs(self, run_id: str, *, follow: bool) -> Iterator[str]:
         sandbox = self._sandbox(self.find(run_id))
-        for _, line in _read_lines(sandbox, ("stdout", "stderr"), follow=follow):
+        for _, line in read_lines(sandbox, ("stdout", "stderr"), follow=follow):
             yield line.rstrip("\n")
 
     def ps(self) -> list[RunRecord]:
@@ -587,28 +586,6 @@ def _sync_summary(done: Any) -> str:
     return text
 
 
-def _stdin_writer(sandbox: modal.Sandbox) -> Any:
-    """modal's writer behind `sandbox.stdin`: V1 numbers drains (`_index`), V2 counts bytes
-    (`_offset`) (modal/io_streams.py `_StreamWriterThroughServer`,
-    `_StreamWriterThroughCommandRouterBuffer`)."""
-    from modal._utils.async_utils import synchronizer
-
-    return getattr(synchronizer._translate_in(sandbox.stdin), "_impl", None)
-
-
-def _stdin_position(sandbox: modal.Sandbox) -> dict[str, int]:
-    writer = _stdin_writer(sandbox)
-    return {k: v for k in ("_index", "_offset") if isinstance(v := getattr(writer, k, None), int)}
-
-
-def _set_stdin_position(sandbox: modal.Sandbox, position: dict[str, int] | None) -> None:
-    """Continue a run's stdin numbering where the last writer (another process) stopped."""
-    writer = _stdin_writer(sandbox)
-    for name, value in (position or {}).items():
-        if isinstance(getattr(writer, name, None), int):
-            setattr(writer, name, value)
-
-
 def _wait_for_end(sandbox: modal.Sandbox) -> int | None:
     """Wait until the sandbox has ended; its return code (TIMED_OUT when its timeout hit).
 
@@ -632,37 +609,3 @@ def status_of(returncode: int) -> str:
     if returncode == 137:
         return "stopped"
     return "failed"
-
-
-def _read_lines(
-    sandbox: modal.Sandbox, streams: tuple[str, ...], *, follow: bool, idle_s: float = IDLE_S
-) -> Iterator[tuple[str, str]]:
-    """(stream, line) from the sandbox's output from its start, stdout/stderr interleaved.
-
-    `follow` reads until the sandbox ends; otherwise until it has been quiet for `idle_s`
-    (Modal streams a live sandbox's output without an end). Readers are daemon threads
-    because modal's stream iterators block.
-    """
-    lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
-
-    def pump(name: str) -> None:
-        try:
-            for line in getattr(sandbox, name):
-                lines.put((name, line))
-        except Exception as exc:  # noqa: BLE001 - reported to the consumer below
-            lines.put((name, f"[ml-agent: reading {name} failed: {exc}]\n"))
-        finally:
-            lines.put((name, None))
-
-    for name in streams:
-        threading.Thread(target=pump, args=(name,), name=f"modal-{name}", daemon=True).start()
-    open_streams = len(streams)
-    while open_streams:
-        try:
-            name, line = lines.get(timeout=None if follow else idle_s)
-        except queue.Empty:
-            return
-        if line is None:
-            open_streams -= 1
-        else:
-            yield name, line
