@@ -103,3 +103,22 @@ def test_up_task_when_the_sandbox_ends_before_it_gets_the_task(fake, monkeypatch
     assert "the sandbox ended (exit code 1) before it got the task" in " ".join(
         result.output.split()
     )
+
+
+def test_up_task_that_cannot_be_delivered_stops_the_sandbox(fake, monkeypatch):
+    from grpclib import GRPCError, Status
+
+    from ml_agent.errors import BackendError
+
+    monkeypatch.chdir(ROOT)
+
+    def refuse(sandbox, data):  # Modal refuses the write (the fake's hook raises in it)
+        raise GRPCError(Status.PERMISSION_DENIED, "no input for you")
+
+    fake.on_stdin = refuse
+    result = CliRunner().invoke(build_app(), ["up", A10, "--task", "train a model"])
+    assert isinstance(result.exception, BackendError)  # main() prints it, exit 1
+    assert "your Modal token may not do this while writing to run" in str(result.exception)
+    assert fake.requests("SandboxTerminate")  # not left waiting for its task until timeout
+    listed = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    assert [r["status"] for r in listed] == ["stopped"]

@@ -174,7 +174,9 @@ class ModalBackend:
                 self._write_stdin(run, protocol.task_input(task))
             except Exception:
                 code = sandbox.poll()
-                if code is None:
+                if code is None:  # it would wait for its task until its timeout: stop it
+                    with contextlib.suppress(Exception):
+                        self.stop(run_id)
                     raise
                 say(f"the sandbox ended (exit code {code}) before it got the task: see "
                     f"`ml-agent logs {run_id}`")
