@@ -68,6 +68,16 @@ def test_up_send_events_ps_and_stop_leaves_nothing_behind(backend):
         backend.send(run_id, protocol.encode_input(protocol.IN_USER, text="late"))
 
 
+def test_a_one_shot_task_of_any_length_reaches_the_agent_on_stdin(backend):
+    plan = seeded_plan(backend.home, AGENT)
+    run_id = plan.launch.run_id
+    # Over an argv word's 128 KiB (execve fails: E2BIG) and a pipe's 64 KiB buffer.
+    task = "train\n" + "x" * 300_000
+    backend.up(plan, task=task, detach=True)
+    seen = Path(backend.home, "volumes", "sandbox-data", "runs", run_id, "task")
+    assert _wait_for(lambda: seen.is_file() and seen.read_text() == task, 30)
+
+
 def test_the_timeout_kills_a_run_that_ignores_sigterm(backend):
     plan = seeded_plan(backend.home, AGENT, timeout_s=2)
     run_id = plan.launch.run_id

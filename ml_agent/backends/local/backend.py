@@ -83,7 +83,9 @@ class LocalBackend:
             )
         ignored = [name for name, value in (("cpu", plan.sandbox.cpu),
                                             ("memory", plan.sandbox.memory_mib),
-                                            ("idle_timeout", plan.sandbox.idle_timeout_s))
+                                            ("idle_timeout", plan.sandbox.idle_timeout_s),
+                                            ("region", plan.sandbox.region),
+                                            ("cloud", plan.sandbox.cloud))
                    if value is not None]
         if ignored:
             self.warnings.append(

@@ -25,6 +25,7 @@ from typing import Any
 
 from ml_agent.backends.local import bwrap as bwrap_choice
 from ml_agent.backends.local.bwrap import SYSTEM_DIRS
+from ml_agent.contracts import protocol
 from ml_agent.plan import DirLayer, EnvLayer, FileLayer, Plan
 
 #: Where the cached virtualenv appears inside the sandbox (image.py rewrites its scripts).
@@ -266,8 +267,5 @@ def start(argv: Sequence[str], env: Mapping[str, str], **popen: Any) -> subproce
 
 
 def agent_command(plan: Plan, task: str | None) -> list[str]:
-    """The sandbox's own command: `python <entrypoint> [--task TEXT]`."""
-    command = ["python", plan.agent.entrypoint]
-    if task is not None:
-        command += ["--task", task]
-    return command
+    """The sandbox's own command: `python <entrypoint> [--one-shot]` (the task: on stdin)."""
+    return protocol.agent_command(plan.agent.entrypoint, one_shot=task is not None)

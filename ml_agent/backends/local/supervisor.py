@@ -140,6 +140,10 @@ class Supervisor:
                 proc = start(argv, env, stdin=fifo, stdout=subprocess.PIPE, stderr=err,
                              pass_fds=(status_w,))
             os.close(status_w)
+            if self.task is not None:  # one-shot: the task is the first line on stdin
+                data = protocol.task_input(self.task).encode()
+                feed = os.dup(fifo)  # its own fd: `fifo` is closed at the end of the run
+                threading.Thread(target=_feed, args=(feed, data), daemon=True).start()
             reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
             reader.start()
             child = _sandbox_child(status_r)
@@ -364,6 +368,19 @@ def _last_line(path: Path) -> str:
     except OSError:
         return "no output"
     return lines[-1] if lines else "no output"
+
+
+def _feed(fd: int, data: bytes) -> None:
+    """Write all of `data` to the agent's stdin, then close `fd` (a thread: a task longer
+    than the pipe's buffer waits for the agent to read it)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass  # the sandbox ended first
+    finally:
+        os.close(fd)
 
 
 def _children(pid: int) -> list[int]:
