@@ -3,8 +3,9 @@
 
 Interactive (default): one ClaudeSDKClient kept across turns, driven by protocol inputs on
 stdin (`{"type": "user", "text": ...}`, `{"type": "interrupt"}`); `{"type": "end"}` (the
-user's Ctrl-D) or a closed stdin ends the session cleanly. One-shot (`--task TEXT`): runs
-the task to completion, exit 0 on success. Each turn starts with a `user_text` event (the
+user's Ctrl-D) or a closed stdin ends the session cleanly. One-shot (`--one-shot`): runs
+one task, the first `user` line on stdin (of any length: an argv word could not hold a long
+one), to completion; exit 0 on success. Each turn starts with a `user_text` event (the
 message or the task), so that a replayed conversation shows both sides.
 
 `ready` is emitted as soon as the settings are valid and input is accepted: stdin is read
@@ -611,19 +612,31 @@ def _ready(agent: Agent, mode: str) -> None:
     )
 
 
-async def one_shot(agent: Agent, env: dict[str, str], task: str) -> None:
-    agent.records.record_input({"type": protocol.IN_USER, "text": task})
+async def one_shot(agent: Agent, env: dict[str, str]) -> None:
+    """The task is the first `user` line on stdin (`protocol.task_input`); later lines wait."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    threading.Thread(target=_stdin_reader, args=(loop, lines), daemon=True).start()
     _ready(agent, "one-shot")
+    line = await lines.get()
+    try:
+        msg = protocol.decode_input(line or "")
+    except protocol.ProtocolError as exc:
+        raise SetupError(f"one-shot: the first stdin line must be the task ({exc})") from None
+    if msg["type"] != protocol.IN_USER:
+        raise SetupError("one-shot: the first stdin line must be the task, a 'user' message")
+    agent.records.record_input(msg)
     async with agent.connected(env):
-        agent.records.emit(protocol.USER_TEXT, text=task)
-        status = await agent.turn(task)
+        agent.records.emit(protocol.USER_TEXT, text=msg["text"])
+        status = await agent.turn(msg["text"])
         agent.totals.status = "failed" if agent.totals.fatal else status
 
 
-async def _main_async(agent: Agent, env: dict[str, str], task: str | None) -> None:
+async def _main_async(agent: Agent, env: dict[str, str]) -> None:
     """Runs a mode; SIGTERM/SIGINT end the current turn gracefully, then the run."""
     loop = asyncio.get_running_loop()
-    main = asyncio.ensure_future(one_shot(agent, env, task) if task else interactive(agent, env))
+    mode = one_shot if agent.one_shot else interactive
+    main = asyncio.ensure_future(mode(agent, env))
     stopping = asyncio.Event()
 
     def on_signal() -> None:
@@ -661,7 +674,10 @@ def _protocol_stdout() -> IO[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", help="run this task to completion (one-shot), then exit")
+    parser.add_argument(
+        protocol.ONE_SHOT_FLAG, action="store_true",
+        help="run one task (the first `user` line on stdin) to completion, then exit",
+    )
     args = parser.parse_args(argv)
     out = _protocol_stdout()
     env = dict(os.environ)
@@ -671,12 +687,12 @@ def main(argv: list[str] | None = None) -> int:
     except (SetupError, OSError) as exc:  # nowhere to record: stdout only
         protocol.Emitter(out).emit(protocol.ERROR, message=str(exc), fatal=True)
         return EXIT_SETUP
-    agent = Agent(settings, records, one_shot=args.task is not None)
+    agent = Agent(settings, records, one_shot=args.one_shot)
     records.write_result(agent.totals, final=False)
     try:
         extra = cli_env(settings, env)
         os.environ.update(extra)  # the agent's own tools (Bash) inherit them through the CLI
-        asyncio.run(_main_async(agent, extra, args.task))
+        asyncio.run(_main_async(agent, extra))
     except Exception as exc:  # the SDK's errors, incl. the one raised after an error result
         message = str(exc).strip() or type(exc).__name__
         records.emit(protocol.ERROR, message=message, kind=type(exc).__name__, fatal=True)

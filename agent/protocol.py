@@ -30,6 +30,24 @@ ENV: Final[Mapping[str, str]] = {
     "CLAUDE_CONFIG_DIR": "inside the run folder, so a conversation can be resumed",
 }
 
+# -- The agent's command ------------------------------------------------------------------
+# `python <entrypoint>` runs interactively; `python <entrypoint> --one-shot` runs one task to
+# completion, the task being the first `user` line on stdin. The task is never an argv word:
+# Linux caps one at 128 KiB and modal's Sandbox.create caps all of them at 64 KiB
+# (ARG_MAX_BYTES), while stdin takes a task of any length.
+ONE_SHOT_FLAG: Final = "--one-shot"
+
+
+def agent_command(entrypoint: str, *, one_shot: bool) -> list[str]:
+    """The sandbox's own command (both backends): `python <entrypoint> [--one-shot]`."""
+    return ["python", entrypoint, *([ONE_SHOT_FLAG] if one_shot else [])]
+
+
+def task_input(task: str) -> str:
+    """What a launcher writes to a one-shot agent's stdin: the task as one `user` line."""
+    return encode_input(IN_USER, text=task)
+
+
 # -- Agent protocol (JSON lines on stdin/stdout) -------------------------------------------
 # In (client -> agent).
 IN_USER: Final = "user"  # {"type": "user", "text": ...}

@@ -68,6 +68,7 @@ Layer = Annotated[
 class ImagePlan(_Frozen):
     python: str
     layers: tuple[Layer, ...]
+    builder: str  # Modal's image builder version (config/types.py IMAGE_BUILDER_PYTHON)
 
 
 class VolumePlan(_Frozen):
@@ -88,8 +89,10 @@ class SandboxPlan(_Frozen):
     timeout_s: int
     idle_timeout_s: int | None
     workdir: str | None
-    cpu: float | None
-    memory_mib: int | None
+    cpu: float | tuple[float, float] | None  # cores, or (request, limit)
+    memory_mib: int | tuple[int, int] | None  # MiB, or (request, limit)
+    region: tuple[str, ...] | None = None
+    cloud: str | None = None
     env: dict[str, str]  # from the config (sandbox.env and env layers are separate)
     secrets: tuple[str, ...]
     network: NetworkPlan
@@ -211,7 +214,11 @@ def build_plan(config: LaunchConfig, config_path: str | os.PathLike[str]) -> Pla
         "backend": config.backend,
         "config_path": str(path),
         "config_name": path.stem,
-        "image": {"python": config.image.python, "layers": layers},
+        "image": {
+            "python": config.image.python,
+            "layers": layers,
+            "builder": config.image.builder,
+        },
         "volumes": volumes,
         "sandbox": {
             "gpu": str(sb.gpu) if sb.gpu else None,
@@ -220,6 +227,8 @@ def build_plan(config: LaunchConfig, config_path: str | os.PathLike[str]) -> Pla
             "workdir": sb.workdir,
             "cpu": sb.cpu,
             "memory_mib": sb.memory,
+            "region": sb.region,
+            "cloud": sb.cloud,
             "env": dict(sb.env),
             "secrets": tuple(sb.secrets),
             "network": {"mode": sb.network.mode, "domains": tuple(sb.network.allowlist)},
@@ -363,6 +372,11 @@ DEFAULT_CPU = 0.125  # Modal's default reservation when cpu is not set
 DEFAULT_MEMORY_MIB = 128
 
 
+def _most(value: float | tuple[float, float] | None) -> float | None:
+    """A reservation's worst case: its limit when it has one (Modal bills usage up to it)."""
+    return value[1] if isinstance(value, tuple) else value
+
+
 def worst_case_cost(plan: Plan) -> dict[str, float]:
     """USD if the sandbox lives its whole timeout and the agent spends its whole budget.
 
@@ -374,8 +388,8 @@ def worst_case_cost(plan: Plan) -> dict[str, float]:
         if plan.sandbox.gpu:
             name, _, count = plan.sandbox.gpu.partition(":")
             gpu = GPU_USD_PER_HOUR[name] * int(count or 1) * hours
-        cpu = (plan.sandbox.cpu or DEFAULT_CPU) * SANDBOX_CPU_USD_PER_CORE_HOUR * hours
-        mem_gib = (plan.sandbox.memory_mib or DEFAULT_MEMORY_MIB) / 1024
+        cpu = (_most(plan.sandbox.cpu) or DEFAULT_CPU) * SANDBOX_CPU_USD_PER_CORE_HOUR * hours
+        mem_gib = (_most(plan.sandbox.memory_mib) or DEFAULT_MEMORY_MIB) / 1024
         memory = mem_gib * MEMORY_USD_PER_GIB_HOUR * hours
     api = plan.proxy.budget_usd or 0.0
     parts = {"gpu": gpu, "cpu": cpu, "memory": memory, "api": api}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_agent.contracts import RUN_ID_RE, protocol
+from ml_agent.errors import UnsafeFile
 from ml_agent.fileio import atomic_write_json, open_dir, read_untrusted
 
 #: A result.json bigger than this is not the agent's (pip freeze included, it is a few KiB).
@@ -69,3 +70,80 @@ def merge_proxy_usage(
         return WRITTEN
     finally:
         os.close(fd)
+
+
+#: The launcher's record of a run (contracts.RunRecord), kept in its folder on the data
+#: volume: Modal's run registry (a modal.Dict whose entries expire) is rebuilt from these.
+RUN_RECORD_FILE = "run.json"
+MAX_RECORD_BYTES = 64 * 1024
+#: At most this much of a transcript is replayed (events are cut at MAX_TOOL_RESULT_CHARS).
+MAX_REPLAY_BYTES = 64 * 1024 * 1024
+
+
+def _run_folder(data_root: Path, run_id: str) -> int | None:
+    """A descriptor of `<data_root>/runs/<run_id>` (no link followed), None when missing.
+    Raises ValueError for anything but a run id."""
+    if not RUN_ID_RE.match(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    try:
+        return open_dir(data_root, "runs", run_id)
+    except FileNotFoundError:
+        return None
+
+
+def write_run_record(data_root: Path, run_id: str, record: dict[str, Any]) -> bool:
+    """Keep the run's registry entry in its folder; False when there is no run folder."""
+    fd = _run_folder(data_root, run_id)
+    if fd is None:
+        return False
+    try:
+        atomic_write_json(RUN_RECORD_FILE, record, mode=0o644, dir_fd=fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def read_run_records(data_root: Path) -> list[dict[str, Any]]:
+    """Every run's registry entry kept on the data volume (unreadable ones are skipped)."""
+    runs = data_root / "runs"
+    names = sorted(os.listdir(runs)) if runs.is_dir() and not runs.is_symlink() else []
+    records = []
+    for run_id in filter(RUN_ID_RE.match, names):
+        try:
+            fd = _run_folder(data_root, run_id)
+            if fd is None:
+                continue
+            try:
+                data = json.loads(read_untrusted(RUN_RECORD_FILE, cap=MAX_RECORD_BYTES,
+                                                 dir_fd=fd))
+            finally:
+                os.close(fd)
+        except (OSError, ValueError, UnsafeFile):
+            continue
+        if isinstance(data, dict) and data.get("run_id") == run_id:
+            records.append(data)
+    return records
+
+
+def read_run_events(data_root: Path, run_id: str, before: int) -> list[dict[str, Any]]:
+    """The events of the run's transcript (the agent's own log) with `seq` below `before`.
+
+    What a re-attaching client replays when the sandbox no longer has the start of its
+    output (V2 sandboxes keep only recent output). Lines that are not events are skipped.
+    Raises UnsafeFile for a transcript that is a link, not a regular file, or too big.
+    """
+    fd = _run_folder(data_root, run_id)
+    if fd is None:
+        return []
+    try:
+        raw = read_untrusted(protocol.TRANSCRIPT_FILE, cap=MAX_REPLAY_BYTES, dir_fd=fd)
+    except FileNotFoundError:
+        return []
+    finally:
+        os.close(fd)
+    events = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        event = protocol.decode_event(line)
+        if event is not None and event["seq"] < before:
+            events.append(event)
+    return events

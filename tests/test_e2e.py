@@ -12,10 +12,13 @@ folder, so only the first run on a machine builds it (minutes: claude-agent-sdk,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +161,124 @@ def test_a_key_the_upstream_rejects_ends_the_run_naming_its_file(home, fake, tmp
                          / "result.json").read_text())
     assert result["status"] == "failed" and str(secret_file) in result["error"]
     assert "sk-ant-a-revoked-key" not in output + log + json.dumps(result)
+
+
+#: The Bash tool call of an agent turned against its user: read every /proc/<pid>/environ
+#: and cmdline the sandbox shows, and try a server on the host's loopback (port PORT). It
+#: writes what it saw to /data, then waits for the test to scan the host's command lines
+#: while the run is live (at most a minute), and prints it (the model's view: the tool output).
+PROC_SCAN = """python - <<'EOF'
+import json, os, socket, time
+seen = {}
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    for name in ('environ', 'cmdline'):
+        try:
+            seen[pid + '/' + name] = open(f'/proc/{pid}/{name}', 'rb').read().decode('latin-1')
+        except OSError as exc:
+            seen[pid + '/' + name] = f'<unreadable: {exc.strerror}>'
+try:
+    socket.create_connection(('127.0.0.1', PORT), timeout=3).close()
+    host = 'reached'
+except OSError:
+    host = 'unreachable'
+json.dump({'proc': seen, 'host': host}, open('/data/proc-scan.json', 'w'))
+open('/data/scan-done', 'w').close()
+deadline = time.monotonic() + 60
+while not os.path.exists('/data/host-scanned') and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps(seen))
+print('host loopback:', host)
+EOF"""
+DECOY = "decoy-aws-secret-0123456789"
+LAUNCHER_KEY = "sk-ant-launcher-env-key-0123456789"  # the launcher's own ANTHROPIC_API_KEY
+
+
+def _host_cmdlines() -> dict[str, str]:
+    """Every process's command line, as any local user reads them."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                found[entry.name] = (entry / "cmdline").read_bytes().decode("latin-1")
+    return found
+
+
+def _grep_proc_as_another_user(patterns: list[str], files: str) -> list[str]:
+    """The /proc files (`files`, a shell glob) in which another local user (`nobody`) finds
+    one of `patterns` (given on stdin: a pattern on grep's own command line would match
+    it). Run as root only; as another user, `files` are read as this user."""
+    other = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+    found = subprocess.run(
+        ["/bin/sh", "-c", f"exec grep -s -l -a -F -f - {files}"], input="\n".join(patterns),
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60, **other,
+    )
+    return found.stdout.split()
+
+
+@pytest.mark.parametrize("network", ["open", "blocked"])
+def test_no_secret_is_readable_in_the_sandbox_nor_on_any_command_line(home, tmp_path, network):
+    listener = socket.create_server(("127.0.0.1", 0))  # a host loopback service
+    env = {**_env(home, tmp_path), "AWS_SECRET_ACCESS_KEY": DECOY,
+           "ANTHROPIC_API_KEY": LAUNCHER_KEY}
+    data = home / "volumes" / "sandbox-data"
+    command = PROC_SCAN.replace("PORT", str(listener.getsockname()[1]))
+    with listener, FakeAnthropic(keys={REAL_KEY}) as fake:
+        fake.script(tool_use("Bash", {"command": command}, match=main_loop),
+                    text("Scanned.", match=main_loop))
+        args = _up_args(fake, "--task", "scan /proc", "--set", f"sandbox.network={network}")
+        with open(tmp_path / "out", "w+") as out, subprocess.Popen(
+            [CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        ) as proc:
+            deadline = time.monotonic() + 600
+            while not (data / "scan-done").exists() and proc.poll() is None:
+                assert time.monotonic() < deadline, "the scan never ran"
+                time.sleep(0.05)
+            on_host = _host_cmdlines()  # while the sandbox, the agent and the CLI live
+            run_folder = str(next((home / "runs").iterdir()))
+            seen_by_other = _grep_proc_as_another_user([run_folder], "/proc/[0-9]*/cmdline")
+            secrets = [json.loads((Path(run_folder) / "launch.json").read_text())["token"],
+                       REAL_KEY, LAUNCHER_KEY, DECOY]
+            files = "/proc/[0-9]*/cmdline" + (" /proc/[0-9]*/environ" if os.geteuid() == 0
+                                              else "")
+            leaked_to_other = _grep_proc_as_another_user(secrets, files)
+            (data / "host-scanned").touch()
+            assert proc.wait(600) == 0, Path(out.name).read_text()
+            out.seek(0)
+            output = out.read()
+        calls = fake.message_calls()
+
+    runs = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)
+    run_id = runs[0]["run_id"]
+    token = json.loads((home / "runs" / run_id / "launch.json").read_text())["token"]
+    assert runs[0]["status"] == "succeeded"
+    assert "sandbox: bubblewrap " in output  # `up` says which bwrap runs the sandbox
+    assert ("127.0.0.1 and abstract Unix sockets" in output) is (network == "open")
+
+    scan = json.loads((data / "proc-scan.json").read_text())
+    inside = scan["proc"]
+    assert scan["host"] == ("unreachable" if network == "blocked" else "reached")
+    assert inside["1/environ"] == ""  # bwrap, PID 1 here, runs with an empty environment
+    assert any(f"ANTHROPIC_API_KEY={token}" in v for k, v in inside.items()
+               if k.endswith("environ"))  # the scan did read the agent's environment
+    assert any("claude" in v for k, v in inside.items() if k.endswith("cmdline"))
+    for where, text_ in inside.items():
+        for secret in (REAL_KEY, LAUNCHER_KEY, DECOY):
+            assert secret not in text_, where
+        if where.endswith("cmdline"):
+            assert token not in text_, where
+    # What the model saw (the tool output) holds none of them either.
+    tool_outputs = [json.dumps(c.json) for c in calls if "host loopback:" in json.dumps(c.json)]
+    assert tool_outputs
+    for seen in tool_outputs:
+        assert REAL_KEY not in seen and LAUNCHER_KEY not in seen and DECOY not in seen
+
+    # From the host, while the run lived: no command line holds the token or a key.
+    assert any(str(home / "runs" / run_id) in v and "bwrap" in v for v in on_host.values())
+    assert seen_by_other  # the other user does read command lines (bwrap's names the run)
+    assert leaked_to_other == []
+    for pid, cmdline in on_host.items():
+        for secret in (token, REAL_KEY, LAUNCHER_KEY, DECOY):
+            assert secret not in cmdline, pid
+    assert token not in output and REAL_KEY not in output
+

@@ -146,3 +146,45 @@ def test_bad_input_is_refused(tmp_path, run_id, content, match):
     run_folder(tmp_path, content)
     with pytest.raises((ValueError, UnsafeFile), match=match):
         merge_proxy_usage(tmp_path, run_id, USAGE)
+
+
+def test_the_event_log_replays_events_before_a_seq_and_skips_the_rest(tmp_path):
+    from ml_agent.results import read_run_events
+
+    folder = run_folder(tmp_path)
+    events = [{"type": "assistant_text", "seq": i, "ts": 1.0, "text": str(i)} for i in (1, 2, 3)]
+    lines = [json.dumps({"type": "input", "input": {"type": "user", "text": "x"}}),
+             *map(json.dumps, events), "not json", '{"type": "result"}']
+    (folder / "transcript.jsonl").write_text("\n".join(lines) + "\n")
+    assert read_run_events(tmp_path, RUN, before=3) == events[:2]
+    assert read_run_events(tmp_path, "20261126-0315-ffffff", before=3) == []  # no folder
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_the_event_log_is_read_only_from_a_regular_file(tmp_path, kind):
+    from ml_agent.results import read_run_events
+
+    folder = run_folder(tmp_path)
+    secret = tmp_path / "elsewhere.jsonl"
+    secret.write_text(json.dumps({"type": "assistant_text", "seq": 1, "ts": 1.0}) + "\n")
+    if kind == "symlink":
+        (folder / "transcript.jsonl").symlink_to(secret)
+    else:
+        os.mkfifo(folder / "transcript.jsonl")
+    with pytest.raises(UnsafeFile):
+        read_run_events(tmp_path, RUN, before=9)
+
+
+def test_run_records_round_trip_and_planted_ones_are_skipped(tmp_path):
+    from ml_agent.results import read_run_records, write_run_record
+
+    run_folder(tmp_path)
+    assert write_run_record(tmp_path, RUN, {"run_id": RUN, "status": "succeeded"})
+    assert not write_run_record(tmp_path, "20261126-0315-ffffff", {"run_id": "x"})
+    other = tmp_path / "runs" / "20261126-0316-a1b2c3"
+    other.mkdir()
+    os.mkfifo(other / "run.json")  # never blocks the listing
+    liar = tmp_path / "runs" / "20261126-0317-a1b2c3"
+    liar.mkdir()
+    (liar / "run.json").write_text(json.dumps({"run_id": RUN}))  # names another run
+    assert read_run_records(tmp_path) == [{"run_id": RUN, "status": "succeeded"}]

@@ -20,7 +20,8 @@ class Backend(Protocol):
     def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
         """Launch (the Plan carries its LaunchPlan: run id, run dir); return once started.
 
-        `task` runs the agent one-shot (`agent.py --task TEXT`); None = interactive.
+        `task` runs the agent one-shot (`agent.py --one-shot`, the task on its stdin);
+        None = interactive.
         `detach` means the run must outlive this process.
         """
         ...

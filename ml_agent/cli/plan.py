@@ -122,10 +122,16 @@ def mask_env(plan: Plan) -> Plan:
 
 def _py(value: object) -> str:
     """A value as Python source; strings double-quoted like the rest of the listing."""
+    from ml_agent.backends.modal.builder import Ref
+
+    if isinstance(value, Ref):
+        return value.source
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_py(k)}: {_py(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_py(v) for v in value) + "]"
     return repr(value)
 
 
@@ -133,12 +139,20 @@ def _args(*args: object, **kwargs: object) -> str:
     return ", ".join([*(_py(a) for a in args), *(f"{k}={_py(v)}" for k, v in kwargs.items())])
 
 
-def modal_calls(plan: Plan) -> list[str]:
-    """The Modal SDK calls `up` makes for this plan, as Python source lines."""
-    from ml_agent.backends.modal.builder import image_steps
+#: Where `plan` puts the proxy's host in an allow-list (its URL exists once deployed).
+PROXY_URL_PLACEHOLDER = "https://<proxy host>"
 
-    lines = [f"app = modal.App.lookup({_args(plan.app, create_if_missing=True)})"]
-    lines.append(f"image = modal.Image.debian_slim({_args(python_version=plan.image.python)})")
+
+def modal_calls(plan: Plan) -> list[str]:
+    """The Modal SDK calls `up` makes for this plan, as Python source lines.
+
+    `Sandbox.create`'s arguments are the builder's own (`sandbox_create_spec`), printed.
+    """
+    from ml_agent.backends.modal.builder import image_steps, sandbox_create_spec, volume_variable
+
+    lines = [f"app = modal.App.lookup({_args(plan.app)})  # deployed first: proxy, syncer"]
+    lines.append(f"image = modal.Image.debian_slim({_args(python_version=plan.image.python)})"
+                 f"  # image builder {plan.image.builder}")
     for step in image_steps(plan.image):
         options = {k: v for k, v in step.kwargs.items() if v}  # copy=False is the default
         lines.append(f"image = image.{step.method}({_args(*step.args, **options)})")
@@ -146,39 +160,22 @@ def modal_calls(plan: Plan) -> list[str]:
         call = f"modal.Volume.from_name({_args(vol.name, create_if_missing=vol.create_if_missing)})"
         if vol.read_only:
             call += ".with_mount_options(read_only=True)"
-        lines.append(f"vol_{vol.key.replace('-', '_')} = {call}")
-    sb = plan.sandbox
-    kwargs: dict[str, str] = {
-        "app": "app",
-        "image": "image",
-        "name": json.dumps(f"run-{RUN_ID_PLACEHOLDER}"),
-        "gpu": json.dumps(sb.gpu) if sb.gpu else "None",
-        "timeout": str(sb.timeout_s),
-    }
-    if sb.idle_timeout_s is not None:
-        kwargs["idle_timeout"] = str(sb.idle_timeout_s)
-    if sb.workdir:
-        kwargs["workdir"] = json.dumps(sb.workdir)
-    if sb.cpu is not None:
-        kwargs["cpu"] = repr(sb.cpu)
-    if sb.memory_mib is not None:
-        kwargs["memory"] = str(sb.memory_mib)
-    n_env = len(sb.env) + len(contracts.protocol.ENV)
-    kwargs["env"] = "{...}"  # the values are in the Env table
-    secrets = ", ".join(f"modal.Secret.from_name({json.dumps(s)})" for s in sb.secrets)
-    kwargs["secrets"] = f"[{secrets}]"
-    vols = ", ".join(f"{json.dumps(v.mount)}: vol_{v.key.replace('-', '_')}" for v in plan.volumes)
-    kwargs["volumes"] = f"{{{vols}}}"
-    if sb.network.mode == "blocked":
-        kwargs["block_network"] = "True"
-    elif sb.network.mode == "allowlist":
-        domains = [*sb.network.domains, "<proxy host>"]
-        kwargs["outbound_domain_allowlist"] = json.dumps(domains)
-    command = _args("python", plan.agent.entrypoint)
-    body = "".join(f"\n    {k}={v}," for k, v in kwargs.items())
+        lines.append(f"{volume_variable(vol.key)} = {call}")
+    args, kwargs = sandbox_create_spec(plan, proxy_url=PROXY_URL_PLACEHOLDER)
+    n_env = len(plan.sandbox.env) + len(contracts.protocol.ENV)
+    body = "".join(f"\n    {k}={_py(v)}," for k, v in kwargs.items())
     body = body.replace("env={...},", f"env={{...}},  # {n_env} variables: see Env above")
-    lines.append(f"sb = modal.Sandbox.create(\n    {command},{body}\n)")
+    lines.append(f"sb = modal.Sandbox.create(\n    {_args(*args)},{body}\n)")
     return lines
+
+
+def _reservation(value: float | tuple[float, float] | None, unit: str) -> str:
+    """`2 cores`, `1 cores (limit 4 cores)`, or `default`."""
+    if value is None:
+        return "default"
+    if isinstance(value, tuple):
+        return f"{unit.format(value[0])} (limit {unit.format(value[1])})"
+    return unit.format(value)
 
 
 def local_steps(plan: Plan) -> list[str]:
@@ -200,6 +197,9 @@ def local_steps(plan: Plan) -> list[str]:
         if plan.proxy.secret:
             key = f"{home}/secrets/{plan.proxy.secret}.env or {key}"
         steps.append(f"proxy on 127.0.0.1 (key from {key})")
+        if plan.sandbox.network.mode == "blocked":
+            steps.append("no network in the sandbox: the proxy's Unix socket is bound in, "
+                         "relayed to the same URL on the sandbox's own loopback")
     steps.append(f"bwrap ... python {plan.agent.entrypoint} (clear env, the Env above only)")
     return steps
 
@@ -312,8 +312,10 @@ def render(plan: Plan, console: Console) -> None:
         ("timeout", _fmt_duration(sb.timeout_s)),
         ("idle timeout", _fmt_duration(sb.idle_timeout_s)),
         ("workdir", sb.workdir or "default"),
-        ("cpu", "default" if sb.cpu is None else f"{sb.cpu:g} cores"),
-        ("memory", "default" if sb.memory_mib is None else f"{sb.memory_mib} MiB"),
+        ("cpu", _reservation(sb.cpu, "{:g} cores")),
+        ("memory", _reservation(sb.memory_mib, "{} MiB")),
+        ("region", ", ".join(sb.region) if sb.region else "any"),
+        ("cloud", sb.cloud or "Modal's choice"),
         ("network", net),
         ("run folder", plan.launch.run_dir if plan.launch else "-"),
     ):

@@ -265,6 +265,8 @@ def up(
             raise typer.Exit(130) from None
     from rich.markup import escape
 
+    for note in getattr(runner, "notes", []):
+        err.print(note, highlight=False, markup=False)
     for warning in getattr(runner, "warnings", []):
         err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if detach:

@@ -32,20 +32,28 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from ml_agent.config.types import (
+    APP_NAME_MAX,
+    DEFAULT_IMAGE_BUILDER,
     AbsPath,
+    AppName,
+    Cloud,
+    CpuSpec,
     Domain,
     Duration,
     EnvName,
     EnvValue,
     GpuSpec,
+    ImageBuilder,
     Key,
     LocalPath,
-    MemorySize,
+    MemorySpec,
     ModalName,
     MountPath,
     PythonVersion,
+    Regions,
     did_you_mean,
     format_duration,
+    python_for_builder,
 )
 
 ANTHROPIC_UPSTREAM = "https://api.anthropic.com"
@@ -225,8 +233,23 @@ class ImageConfig(Strict):
 
     python: Annotated[
         PythonVersion,
-        Field(description='Python version of the Debian slim image, quoted: "3.11".'),
+        Field(
+            description=(
+                'Python version of the Debian slim image, quoted: "3.11". On Modal, one the '
+                "image builder version builds (2026.10: 3.11 to 3.15; 2025.06: 3.10 to 3.15)."
+            )
+        ),
     ] = "3.11"
+    builder: Annotated[
+        ImageBuilder,
+        Field(
+            description=(
+                "Modal's image builder version, used whatever your workspace is set to; it "
+                f"decides the Python versions on offer. Default {DEFAULT_IMAGE_BUILDER} "
+                "(Modal's newest)."
+            )
+        ),
+    ] = DEFAULT_IMAGE_BUILDER
     layers: Annotated[
         list[Layer],
         Field(
@@ -356,10 +379,29 @@ class SandboxConfig(Strict):
         AbsPath | None, Field(description="Working directory of the agent in the sandbox.")
     ] = None
     cpu: Annotated[
-        float | None, Field(description="CPU cores to reserve (fractional allowed).", gt=0)
+        CpuSpec | None,
+        Field(
+            description=(
+                "CPU cores to reserve (fractional allowed), or [request, limit], e.g. [1, 4]."
+            )
+        ),
     ] = None
     memory: Annotated[
-        MemorySize | None, Field(description="Memory to reserve: 16GiB, 512MiB, or MiB.")
+        MemorySpec | None,
+        Field(
+            description=(
+                "Memory to reserve: 16GiB, 512MiB, or MiB; or [request, limit], e.g. "
+                "['8GiB', '16GiB']."
+            )
+        ),
+    ] = None
+    region: Annotated[
+        Regions | None,
+        Field(description="Modal region(s) to run the sandbox in, e.g. us-east; null = any."),
+    ] = None
+    cloud: Annotated[
+        Cloud | None,
+        Field(description="Cloud provider: aws, gcp, oci or auto; null = Modal's choice."),
     ] = None
     env: Annotated[
         dict[EnvName, EnvValue],
@@ -611,7 +653,14 @@ class LaunchConfig(Strict):
     """
 
     app: Annotated[
-        ModalName, Field(description="Modal app name; the proxy and syncer deploy under it.")
+        AppName,
+        Field(
+            description=(
+                "Modal app name; the proxy and syncer deploy under it, and the Modal backend "
+                f"names its stores after it (`<app>-tokens`, ...): at most {APP_NAME_MAX} "
+                "characters."
+            )
+        ),
     ]
     backend: Annotated[
         Literal["modal", "local"],
@@ -699,6 +748,10 @@ class LaunchConfig(Strict):
                             dest,
                         )
                     )
+        if self.backend == "modal" and (
+            why := python_for_builder(self.image.python, self.image.builder)
+        ):
+            errors.append((("image", "python"), why, self.image.python))
         if self.syncer.volume is not None and self.syncer.volume not in self.volumes:
             hint = did_you_mean(self.syncer.volume, list(self.volumes)) or (
                 f"; volumes are: {', '.join(self.volumes)}"
@@ -711,12 +764,15 @@ class LaunchConfig(Strict):
                 )
             )
         proxy = self.proxy
-        if proxy.enabled and self.sandbox.network.mode == "blocked":
+        # Locally the proxy is a Unix socket bound into a blocked sandbox; Modal's
+        # block_network would cut the sandbox off from the proxy's web endpoint.
+        if proxy.enabled and self.sandbox.network.mode == "blocked" and self.backend == "modal":
             errors.append(
                 (
                     ("sandbox", "network"),
-                    "a blocked network cuts the agent off from its proxy; use "
-                    "{allowlist: [domains]} (the proxy's host is added for you)",
+                    "a blocked network cuts the agent off from its proxy on Modal; use "
+                    "{allowlist: [domains]} (the proxy's host is added for you), or the "
+                    "local backend, which enforces `blocked` with the proxy reachable",
                     "blocked",
                 )
             )

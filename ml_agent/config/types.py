@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 import stat
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler, WithJsonSchema
 from pydantic.json_schema import JsonSchemaValue
@@ -110,7 +110,7 @@ class GpuSpec:
         limit = GPU_TYPES[canonical]
         count = 1
         if sep:
-            if not count_text.strip().isdigit():
+            if not re.fullmatch(r"[0-9]+", count_text.strip()):  # not '²': isdigit() is
                 raise ValueError(
                     f"GPU count must be a whole number (got {count_text!r}); "
                     f"write e.g. '{canonical}:2'"
@@ -157,7 +157,7 @@ class GpuSpec:
 
 # -- durations and sizes -------------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
 
 
 def parse_duration(value: Any) -> int:
@@ -171,7 +171,7 @@ def parse_duration(value: Any) -> int:
     text = _require_str(value, "a duration", "'30m', '1h', '90s' or a number of seconds")
     compact = text.strip().lower().replace(" ", "")
     match = _DURATION_RE.match(compact)
-    if compact.isdigit():
+    if compact.isascii() and compact.isdigit():  # '²'.isdigit() is True, int('²') fails
         return int(compact)
     if not compact or not match or not any(match.groups()):
         raise ValueError(
@@ -203,7 +203,7 @@ _DURATION_SCHEMA = {
 #: Seconds; YAML accepts `90s`, `30m`, `1h`, `1h30m` or a plain number of seconds.
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?$", re.IGNORECASE)
+_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?$", re.IGNORECASE | re.ASCII)
 _MIB = 1024 * 1024
 _UNIT_BYTES = {
     "k": 1000,
@@ -222,6 +222,8 @@ def parse_memory(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("memory must be like '16GiB' or a number of MiB (got a boolean)")
     if isinstance(value, int):
+        if value < 1:  # modal sends 0 as "no reservation" and a negative on to the server
+            raise ValueError(f"memory must be at least 1 MiB (got {value}); e.g. '16GiB'")
         return value
     text = _require_str(value, "memory", "'16GiB', '512MiB' or a number of MiB")
     match = _MEMORY_RE.match(text.strip())
@@ -229,7 +231,9 @@ def parse_memory(value: Any) -> int:
         raise ValueError(f"not a memory size: {text!r}; write e.g. '16GiB', '512MiB' or MiB")
     number, unit = float(match.group(1)), (match.group(2) or "mi").lower().rstrip("b")
     mib = number * _UNIT_BYTES[unit] / _MIB
-    return max(1, int(mib) if mib.is_integer() else int(mib) + 1)  # round up to whole MiB
+    if mib <= 0:
+        raise ValueError(f"memory must be more than 0 (got {text!r}); e.g. '16GiB'")
+    return int(mib) if mib.is_integer() else int(mib) + 1  # round up to whole MiB
 
 
 _MEMORY_SCHEMA = {
@@ -242,6 +246,97 @@ _MEMORY_SCHEMA = {
 
 #: MiB; YAML accepts `16GiB`, `512MiB`, `16GB` or a plain number of MiB.
 MemorySize = Annotated[int, BeforeValidator(parse_memory), WithJsonSchema(_MEMORY_SCHEMA)]
+
+
+def _pair(value: Any, what: str, example: str) -> tuple[Any, Any] | None:
+    """`[request, limit]` as a tuple, or None when `value` is a single value."""
+    if not isinstance(value, list | tuple):
+        return None
+    if len(value) != 2:
+        raise ValueError(f"{what} takes one value or [request, limit], e.g. {example} "
+                         f"(got {len(value)} values)")
+    return value[0], value[1]
+
+
+def parse_memory_spec(value: Any) -> int | tuple[int, int]:
+    """MiB, or `[request, limit]` in MiB (modal/_resources.py: the limit is not below the
+    request)."""
+    pair = _pair(value, "memory", "['8GiB', '16GiB']")
+    if pair is None:
+        return parse_memory(value)
+    request, limit = parse_memory(pair[0]), parse_memory(pair[1])
+    if limit < request:
+        raise ValueError(f"the memory limit ({limit} MiB) is below the request ({request} MiB)")
+    return request, limit
+
+
+def _cpu(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number of cores, e.g. 2 or 0.5 (got "
+                         f"{_type_name(value)})")
+    if int(1000 * value) < 1:  # modal reserves whole milli-cores: int(1000 * cpu)
+        raise ValueError(f"{what} must be at least 0.001 cores (got {value})")
+    return float(value)
+
+
+def parse_cpu_spec(value: Any) -> float | tuple[float, float]:
+    """Cores, or `[request, limit]` (modal/_resources.py: both positive, limit >= request,
+    compared in milli-cores)."""
+    pair = _pair(value, "cpu", "[1, 4]")
+    if pair is None:
+        return _cpu(value, "cpu")
+    request, limit = _cpu(pair[0], "the cpu request"), _cpu(pair[1], "the cpu limit")
+    if int(1000 * limit) < int(1000 * request):
+        raise ValueError(f"the cpu limit ({limit:g}) is below the request ({request:g})")
+    return request, limit
+
+
+_NUMBER_OR_PAIR = {"type": "number", "exclusiveMinimum": 0}
+CpuSpec = Annotated[
+    float | tuple[float, float],
+    BeforeValidator(parse_cpu_spec),
+    WithJsonSchema({
+        "anyOf": [_NUMBER_OR_PAIR, {"type": "array", "items": _NUMBER_OR_PAIR,
+                                    "minItems": 2, "maxItems": 2}],
+        "examples": [2, 0.5, [1, 4]],
+    }),
+]
+MemorySpec = Annotated[
+    int | tuple[int, int],
+    BeforeValidator(parse_memory_spec),
+    WithJsonSchema({
+        "anyOf": [*_MEMORY_SCHEMA["anyOf"], {"type": "array", "items": _MEMORY_SCHEMA,
+                                             "minItems": 2, "maxItems": 2}],
+        "examples": ["16GiB", ["8GiB", "16GiB"]],
+    }),
+]
+
+#: Sandbox.create's `cloud` (modal_proto CloudProvider: AWS, GCP, OCI, AUTO; the server
+#: reads the name).
+Cloud = Literal["aws", "gcp", "oci", "auto"]
+
+
+def parse_regions(value: Any) -> tuple[str, ...]:
+    """Sandbox.create's `region`: one name or a list (modal/sandbox/_common.py
+    `scheduler_placement`); the names themselves are the server's to check."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not names:
+        raise ValueError("region must be a region name or a list of them, e.g. 'us-east'")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a region must be a non-empty name (got {name!r})")
+    return tuple(names)
+
+
+Regions = Annotated[
+    tuple[str, ...],
+    BeforeValidator(parse_regions),
+    WithJsonSchema({
+        "anyOf": [{"type": "string", "minLength": 1},
+                  {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}],
+        "examples": ["us-east", ["us-east", "us-west"]],
+    }),
+]
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -393,13 +488,24 @@ _MODAL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _APP_ID_RE = re.compile(r"^ap-[A-Za-z0-9]{22}$")
 
 
+#: modal/_utils/name_utils.py `is_valid_object_name`: `len(name) <= 64`.
+MODAL_NAME_MAX = 64
+#: The modal.Dicts the Modal backend names after the app (backends/modal/stores.py).
+APP_DICT_SUFFIXES = ("-tokens", "-usage", "-state", "-sync")
+#: modal/_utils/name_utils.py `check_tag_dict`: tag keys and values, 1 to 63 characters.
+MODAL_TAG_MAX = 63
+_MODAL_TAG_RE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+
+
 def parse_modal_name(value: Any) -> str:
-    """A Modal object name (app, volume, secret): letters, digits, `-`, `_`, `.`; < 64 chars."""
+    """A Modal object name (app, volume, secret): letters, digits, `-`, `_`, `.`; <= 64 chars."""
     text = _require_str(value, "a Modal name", "'sandbox-data'")
     if not text:
         raise ValueError("a Modal name cannot be empty")
-    if len(text) >= 64:
-        raise ValueError(f"Modal names must be shorter than 64 characters (got {len(text)})")
+    if len(text) > MODAL_NAME_MAX:
+        raise ValueError(
+            f"Modal names are at most {MODAL_NAME_MAX} characters (got {len(text)})"
+        )
     if not _MODAL_NAME_RE.match(text):
         fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "name"
         raise ValueError(
@@ -414,8 +520,41 @@ def parse_modal_name(value: Any) -> str:
 ModalName = Annotated[
     str,
     BeforeValidator(parse_modal_name),
-    WithJsonSchema({"type": "string", "pattern": _MODAL_NAME_RE.pattern, "maxLength": 63}),
+    WithJsonSchema(
+        {"type": "string", "pattern": _MODAL_NAME_RE.pattern, "maxLength": MODAL_NAME_MAX}
+    ),
 ]
+
+APP_NAME_MAX = MODAL_NAME_MAX - max(len(s) for s in APP_DICT_SUFFIXES)
+
+
+def parse_app_name(value: Any) -> str:
+    """A Modal app name short enough that every name derived from it is a Modal name too."""
+    text = parse_modal_name(value)
+    if len(text) > APP_NAME_MAX:
+        longest = text + max(APP_DICT_SUFFIXES, key=len)
+        raise ValueError(
+            f"app names are at most {APP_NAME_MAX} characters (got {len(text)}): the Modal "
+            f"backend names its stores after the app ('{longest}', ...) and Modal names are at "
+            f"most {MODAL_NAME_MAX} characters; choose a shorter `app`"
+        )
+    return text
+
+
+AppName = Annotated[
+    str,
+    BeforeValidator(parse_app_name),
+    WithJsonSchema(
+        {"type": "string", "pattern": _MODAL_NAME_RE.pattern, "maxLength": APP_NAME_MAX}
+    ),
+]
+
+
+def modal_tag(text: str) -> str:
+    """`text` as a valid Modal sandbox tag value: invalid characters -> '-', <= 63 chars."""
+    tag = re.sub(r"[^A-Za-z0-9._-]", "-", text)[:MODAL_TAG_MAX] or "-"
+    assert _MODAL_TAG_RE.match(tag)
+    return tag
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -457,9 +596,58 @@ Domain = Annotated[
 
 # -- Python version ------------------------------------------------------------------------
 
-#: Python series Modal's `Image.debian_slim` supports (modal/_image.py
-#: SUPPORTED_PYTHON_SERIES, union of the non-preview builders, no free-threaded builds).
-PYTHON_VERSIONS: tuple[str, ...] = ("3.10", "3.11", "3.12", "3.13", "3.14")
+#: Python series `Image.debian_slim` takes, per Modal image builder version (modal/_image.py
+#: SUPPORTED_PYTHON_SERIES without the free-threaded `t` builds, which debian_slim refuses).
+#: A test keeps it equal to the installed modal's.
+IMAGE_BUILDER_PYTHON: dict[str, tuple[str, ...]] = {
+    "2023.12": ("3.10", "3.11", "3.12"),
+    "2024.04": ("3.10", "3.11", "3.12"),
+    "2024.10": ("3.10", "3.11", "3.12", "3.13"),
+    "2025.06": ("3.10", "3.11", "3.12", "3.13", "3.14", "3.15"),
+    "2026.10": ("3.11", "3.12", "3.13", "3.14", "3.15"),
+    "PREVIEW": ("3.11", "3.12", "3.13", "3.14", "3.15"),
+}
+#: modal's LATEST_IMAGE_BUILDER_VERSION: what a new Modal workspace builds with.
+DEFAULT_IMAGE_BUILDER = "2026.10"
+#: Every series some builder takes: the image builder version narrows it (models.py).
+PYTHON_VERSIONS: tuple[str, ...] = tuple(
+    sorted({v for vs in IMAGE_BUILDER_PYTHON.values() for v in vs}, key=lambda v: int(v[2:]))
+)
+
+
+def python_for_builder(python: str, builder: str) -> str | None:
+    """Why Modal's image `builder` cannot build `python` (and what to do), or None."""
+    offered = IMAGE_BUILDER_PYTHON[builder]
+    if python in offered:
+        return None
+    others = [b for b, vs in IMAGE_BUILDER_PYTHON.items() if python in vs and b != "PREVIEW"]
+    way_out = f', or set image.builder: "{max(others)}", which builds it' if others else ""
+    return (
+        f"the Modal image builder version {builder} does not build Python {python} (it "
+        f"builds {', '.join(offered)}): choose one of those{way_out}"
+    )
+
+
+def parse_image_builder(value: Any) -> str:
+    """A Modal image builder version, e.g. "2026.10" (a string: YAML reads 2024.10 as 2024.1)."""
+    if isinstance(value, float):
+        meant = next((b for b in IMAGE_BUILDER_PYTHON if b[0].isdigit() and float(b) == value),
+                     repr(value))
+        raise ValueError(f'YAML read {meant} as the number {value!r}; quote it: builder: "{meant}"')
+    text = _require_str(value, "builder", '"2026.10"').strip()
+    if text not in IMAGE_BUILDER_PYTHON:
+        raise ValueError(
+            f"Modal has no image builder version {text!r}; choose one of "
+            f"{', '.join(IMAGE_BUILDER_PYTHON)} (as a quoted string)"
+        )
+    return text
+
+
+ImageBuilder = Annotated[
+    str,
+    BeforeValidator(parse_image_builder),
+    WithJsonSchema({"type": "string", "enum": list(IMAGE_BUILDER_PYTHON)}),
+]
 
 
 def parse_python_version(value: Any) -> str:

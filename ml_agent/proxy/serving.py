@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 HEADER_TIMEOUT = 10.0
@@ -114,8 +115,12 @@ class ServerThread:
     known and connectable as soon as `start()` returns.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0,
-                 **options: Any) -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+        extra_sockets: Sequence[socket.socket] = (), **options: Any,
+    ) -> None:
+        """`extra_sockets`: more bound sockets to serve the same app on (a Unix socket);
+        `options`: header_timeout, max_connections."""
         import uvicorn
 
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -123,6 +128,7 @@ class ServerThread:
         self._sock.bind((host, port))
         self.host = host
         self.port: int = self._sock.getsockname()[1]
+        self._sockets = [self._sock, *extra_sockets]
         self._server = uvicorn.Server(_config(app, host=host, port=self.port, **options))
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -134,7 +140,7 @@ class ServerThread:
 
     def _run(self) -> None:
         try:
-            self._server.run(sockets=[self._sock])
+            self._server.run(sockets=self._sockets)
         except BaseException as exc:  # surfaced by start()
             self._error = exc
 

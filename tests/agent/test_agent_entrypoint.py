@@ -37,7 +37,8 @@ def test_one_shot_runs_the_tool_and_writes_the_records(tmp_path, gateway, start_
     )
     env = agent_env(tmp_path, gateway)
     shutil.copytree(CLAUDE_DIR, tmp_path / "app" / ".claude")  # the workdir, as in /app
-    agent = start_agent(env, "--task", "write the file")
+    agent = start_agent(env, "--one-shot")
+    agent.send("user", text="write the file")
     assert agent.wait(90) == 0, agent.stderr
 
     assert made.read_text() == "trained\n"  # the tool really ran
@@ -154,7 +155,8 @@ def test_upstream_error_is_an_error_event_and_a_failure(tmp_path, gateway, start
     gateway.fake.default = reply
     env = agent_env(tmp_path, gateway)
     started = time.monotonic()
-    agent = start_agent(env, "--task", "do something")
+    agent = start_agent(env, "--one-shot")
+    agent.send("user", text="do something")
     assert agent.wait(60) == 1, agent.raw_lines
     assert time.monotonic() - started < 30  # no retry loop (CLAUDE_CODE_MAX_RETRIES=0)
     events = agent.events
@@ -171,7 +173,8 @@ def test_an_sdk_exception_is_an_error_event_and_a_failure(tmp_path, gateway, sta
     # The Bash tool's parent is the Claude CLI: killing it makes the SDK raise.
     gateway.fake.script(tool_use("Bash", {"command": "kill -9 $PPID"}, match=main_loop))
     env = agent_env(tmp_path, gateway)
-    agent = start_agent(env, "--task", "crash")
+    agent = start_agent(env, "--one-shot")
+    agent.send("user", text="crash")
     assert agent.wait(60) == 1
     assert_well_ordered(agent.events, agent.raw_lines)
     errors = [e for e in agent.events if e["type"] == "error"]
@@ -329,3 +332,15 @@ def test_the_agent_reads_exactly_the_env_table():
         and re.fullmatch(r"[A-Z][A-Z0-9_]+", node.value)
     }
     assert names == set(protocol.ENV)
+
+
+@pytest.mark.slow
+def test_one_shot_takes_its_task_from_the_first_stdin_line_only(tmp_path, gateway, start_agent):
+    env = agent_env(tmp_path, gateway)
+    agent = start_agent(env, protocol.ONE_SHOT_FLAG)
+    agent.send("interrupt")  # not a task
+    assert agent.wait(60) == 1
+    assert_well_ordered(agent.events, agent.raw_lines)
+    (error,) = [e for e in agent.events if e["type"] == "error"]
+    assert "the first stdin line must be the task" in error["message"]
+    assert gateway.fake.message_calls() == []  # no model call without a task

@@ -262,9 +262,13 @@ def test_network_errors(network, loc, message):
     assert message in errs[key], errs
 
 
-def test_blocked_network_with_the_proxy_is_an_error():
+def test_blocked_network_with_the_proxy_is_an_error_on_modal_only():
     errs = errors(sandbox={"network": "blocked"})
-    assert "cuts the agent off from its proxy" in errs["sandbox.network"]
+    assert "cuts the agent off from its proxy on Modal" in errs["sandbox.network"]
+    # The local backend binds the proxy's Unix socket into the sandbox.
+    assert validate(sandbox={"network": "blocked"}, backend="local").sandbox.network.mode == (
+        "blocked"
+    )
 
 
 def test_config_env_cannot_set_launcher_keys():

@@ -170,7 +170,7 @@ def test_modal_names(name):
     ("name", "message"),
     [
         ("", "cannot be empty"),
-        ("x" * 64, "shorter than 64 characters"),
+        ("x" * 65, "at most 64 characters"),  # modal: is_valid_object_name, len <= 64
         ("my volume", "did you mean 'my-volume'?"),
         ("a/b", "did you mean 'a-b'?"),
         ("ap-" + "a" * 22, "looks like a Modal App ID"),

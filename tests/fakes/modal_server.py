@@ -20,9 +20,12 @@ Sandbox ids look like Modal's v1 ids (`sb-` + 22 characters): the SDK routes on 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
+import inspect
 import itertools
+import json
 import os
 import pickle
 import secrets
@@ -40,12 +43,49 @@ from grpclib.events import RecvRequest, listen
 from modal._image import ImageBuilderVersion
 from modal._serialization import serialize
 from modal._utils.grpc_testing import patch_mock_servicer
-from modal_proto import api_grpc, api_pb2
+from modal._utils.name_utils import is_valid_object_name, is_valid_tag
+from modal_proto import api_grpc, api_pb2, task_command_router_grpc, task_command_router_pb2
 
 TOKEN_ID = "ak-fake-modal-test"
 TOKEN_SECRET = "as-fake-modal-test"
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _NOT_AUTHENTICATED = ("/modal.client.ModalClient/TokenFlowCreate",)
+
+
+ROUTER_JWT = "fake-router-jwt"
+
+
+def _jwt(expires_at: float) -> str:
+    """An unsigned JWT with only `exp`: what modal reads of its auth tokens."""
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part({'exp': int(expires_at)})}.sig"
+
+
+def _check_name(name: str, kind: str) -> None:
+    """Modal's rule for object names (modal/_utils/name_utils.py `is_valid_object_name`)."""
+    if not is_valid_object_name(name):
+        raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid {kind} name: '{name}'")
+
+
+def _check_tags(tags: dict[str, str]) -> None:
+    """Modal's rule for sandbox tags, checked by the server (`check_tag_dict`: <= 63)."""
+    for text in (*tags, *tags.values()):
+        if not is_valid_tag(text, max_length=63):
+            raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid tag: {text!r}")
+
+
+def _check_resources(definition: api_pb2.Sandbox) -> None:
+    """What the server refuses that the client lets through (modal/_resources.py checks
+    only that a limit is not below its request): negative reservations, unknown clouds."""
+    res = definition.resources
+    if min(res.milli_cpu, res.milli_cpu_max, res.memory_mb, res.memory_mb_max) < 0:
+        raise GRPCError(Status.INVALID_ARGUMENT, "CPU and memory must be positive")
+    clouds = {n.removeprefix("CLOUD_PROVIDER_").lower() for n, _ in api_pb2.CloudProvider.items()}
+    cloud = definition.cloud_provider_str
+    if cloud and cloud.lower() not in clouds - {"unspecified"}:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid cloud provider: {cloud!r}")
 
 
 def _free_port() -> int:
@@ -68,9 +108,18 @@ class FakeSandbox:
     stderr: list[str] = field(default_factory=list)
     stdin: list[bytes] = field(default_factory=list)
     stdin_closed: bool = False
+    stdin_index: int = 0  # the highest write index received (V1)
+    stdin_dropped: list[bytes] = field(default_factory=list)  # writes dropped as repeats
     result: api_pb2.GenericResult | None = None
     scheduled: bool = True  # False: SandboxGetTaskId never returns a task (capacity)
     changed: asyncio.Condition | None = None
+    v2: bool = False  # created by SandboxCreateV2: its stdio goes through the task router
+    env: dict[str, str] = field(default_factory=dict)  # its env, from every secret source
+
+    @property
+    def task_id(self) -> str:
+        """V2 task ids end in 'V' (modal's `_is_v2_task_id`)."""
+        return "ta-" + self.sandbox_id[3:] + ("V" if self.v2 else "")
 
     @property
     def stdin_text(self) -> str:
@@ -81,6 +130,14 @@ class FakeSandbox:
 
     def write_stderr(self, text: str) -> None:
         self.server.call(self._append, self.stderr, text)
+
+    def time_out(self) -> None:
+        """End the sandbox as Modal does at its `timeout`: status TIMEOUT, no exit code."""
+        self.server.call(self._time_out)
+
+    async def _time_out(self) -> None:
+        timeout = api_pb2.GenericResult.GENERIC_STATUS_TIMEOUT
+        await self._finish(api_pb2.GenericResult(status=timeout))
 
     def exit(self, code: int = 0) -> None:
         status = (
@@ -450,6 +507,8 @@ class FakeModalServicer(api_grpc.ModalClientBase):
     async def DictGetOrCreate(self, stream) -> None:
         request = await self._recv("DictGetOrCreate", stream)
         name = request.deployment_name
+        if name:
+            _check_name(name, "Dict")
         if request.object_creation_type == api_pb2.OBJECT_CREATION_TYPE_EPHEMERAL:
             dict_id = self._id("di")
         elif name in self.dicts:
@@ -515,8 +574,39 @@ class FakeModalServicer(api_grpc.ModalClientBase):
 
     async def SandboxCreate(self, stream) -> None:
         request = await self._recv("SandboxCreate", stream)
-        sandbox_id = "sb-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
+        env = {}
+        for secret_id in request.definition.secret_ids:
+            env.update(self.secret_env.get(secret_id, {}))
+        sandbox = self._create_sandbox(request, env=env, v2=False)
+        await stream.send_message(api_pb2.SandboxCreateResponse(sandbox_id=sandbox.sandbox_id))
+
+    async def SandboxCreateV2(self, stream) -> None:
+        """V2 (CPU sandboxes by default): ids not of V1's shape, env sent inline."""
+        request = await self._recv("SandboxCreateV2", stream)
+        env = {}
+        for source in request.secret_sources:
+            env.update(self.secret_env.get(source.secret_id, {}) if source.secret_id else {})
+            env.update(source.env.contents)
+        sandbox = self._create_sandbox(request, env=env, v2=True)
+        response = api_pb2.SandboxCreateV2Response(sandbox_id=sandbox.sandbox_id)
+        if sandbox.scheduled:
+            response.task_id = sandbox.task_id
+        await stream.send_message(response)
+
+    def _create_sandbox(self, request: Any, *, env: dict[str, str], v2: bool) -> FakeSandbox:
+        _check_tags({t.tag_name: t.tag_value for t in request.tags})
+        _check_resources(request.definition)
+        name = request.definition.name
+        if name:
+            _check_name(name, "Sandbox")
+            if any(s.definition.name == name and s.app_id == request.app_id and s.result is None
+                   for s in self.sandboxes.values()):  # like Modal: unique among live ones
+                raise GRPCError(Status.ALREADY_EXISTS, f"Sandbox with name '{name}' exists")
+        # modal routes on the id's shape: V1 is `sb-` + 22 characters.
+        sandbox_id = "sb-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24 if v2 else 22))
         sandbox = FakeSandbox(
+            v2=v2,
+            env=env,
             sandbox_id=sandbox_id,
             app_id=request.app_id,
             definition=request.definition,
@@ -527,22 +617,32 @@ class FakeModalServicer(api_grpc.ModalClientBase):
             changed=asyncio.Condition(),
         )
         self.sandboxes[sandbox_id] = sandbox
+        # Like Modal: the sandbox ends with status TIMEOUT once its `timeout` has passed.
+        asyncio.get_running_loop().call_later(
+            request.definition.timeout_secs, lambda: asyncio.ensure_future(sandbox._time_out())
+        )
         self.server.on_sandbox_create(sandbox)
-        await stream.send_message(api_pb2.SandboxCreateResponse(sandbox_id=sandbox_id))
+        return sandbox
 
     async def SandboxGetTaskId(self, stream) -> None:
-        request = await self._recv("SandboxGetTaskId", stream)
+        await self._sandbox_get_task_id(stream, "SandboxGetTaskId")
+
+    async def _sandbox_get_task_id(self, stream, name: str) -> None:
+        request = await self._recv(name, stream)
         sandbox = self._sandbox(request.sandbox_id)
         if not sandbox.scheduled:
             await stream.send_message(api_pb2.SandboxGetTaskIdResponse())
             return
-        response = api_pb2.SandboxGetTaskIdResponse(task_id="ta-" + sandbox.sandbox_id[3:])
+        response = api_pb2.SandboxGetTaskIdResponse(task_id=sandbox.task_id)
         if sandbox.result is not None:
             response.task_result.CopyFrom(sandbox.result)
         await stream.send_message(response)
 
     async def SandboxWait(self, stream) -> None:
-        request = await self._recv("SandboxWait", stream)
+        await self._sandbox_wait(stream, "SandboxWait")
+
+    async def _sandbox_wait(self, stream, name: str) -> None:
+        request = await self._recv(name, stream)
         sandbox = self._sandbox(request.sandbox_id)
         assert sandbox.changed is not None
         if sandbox.result is None and request.timeout > 0:
@@ -555,9 +655,15 @@ class FakeModalServicer(api_grpc.ModalClientBase):
         await stream.send_message(api_pb2.SandboxWaitResponse(result=sandbox.result))
 
     async def SandboxTerminate(self, stream) -> None:
-        request = await self._recv("SandboxTerminate", stream)
+        await self._sandbox_terminate(stream, "SandboxTerminate")
+
+    async def _sandbox_terminate(self, stream, name: str) -> None:
+        request = await self._recv(name, stream)
         sandbox = self._sandbox(request.sandbox_id)
-        await sandbox._finish(
+        before = self.server.on_terminate(sandbox)
+        if inspect.isawaitable(before):
+            await before
+        await sandbox._finish(  # a sandbox that has already ended keeps its result
             api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_TERMINATED)
         )
         await stream.send_message(api_pb2.SandboxTerminateResponse())
@@ -593,13 +699,23 @@ class FakeModalServicer(api_grpc.ModalClientBase):
         sandbox = self._sandbox(request.sandbox_id)
         if sandbox.result is not None:
             raise GRPCError(Status.FAILED_PRECONDITION, "Sandbox has already terminated")
+        # Like Modal: writes are numbered (`index`, from 1 per writer) and a number already
+        # seen is a retry, acknowledged and dropped. A second writer restarting at 1 loses data.
+        if request.index <= sandbox.stdin_index:
+            sandbox.stdin_dropped.append(request.input)
+            await stream.send_message(api_pb2.SandboxStdinWriteResponse())
+            return
+        sandbox.stdin_index = request.index
         sandbox.stdin.append(request.input)
         sandbox.stdin_closed = sandbox.stdin_closed or request.eof
         self.server.on_stdin(sandbox, request.input)
         await stream.send_message(api_pb2.SandboxStdinWriteResponse())
 
     async def SandboxList(self, stream) -> None:
-        request = await self._recv("SandboxList", stream)
+        await self._sandbox_list(stream, "SandboxList")
+
+    async def _sandbox_list(self, stream, name: str) -> None:
+        request = await self._recv(name, stream)
         wanted = {t.tag_name: t.tag_value for t in request.tags}
         infos = [
             api_pb2.SandboxInfo(
@@ -617,10 +733,131 @@ class FakeModalServicer(api_grpc.ModalClientBase):
         await stream.send_message(api_pb2.SandboxListResponse(sandboxes=infos))
 
     async def SandboxTagsGet(self, stream) -> None:
-        request = await self._recv("SandboxTagsGet", stream)
+        await self._sandbox_tags_get(stream, "SandboxTagsGet")
+
+    async def _sandbox_tags_get(self, stream, name: str) -> None:
+        request = await self._recv(name, stream)
         sandbox = self._sandbox(request.sandbox_id)
         tags = [api_pb2.SandboxTag(tag_name=k, tag_value=v) for k, v in sandbox.tags.items()]
         await stream.send_message(api_pb2.SandboxTagsGetResponse(tags=tags))
+
+
+    # -- V2 sandboxes: the same control plane calls, and the task command router ---------
+    async def SandboxGetTaskIdV2(self, stream) -> None:
+        await self._sandbox_get_task_id(stream, "SandboxGetTaskIdV2")
+
+    async def SandboxWaitV2(self, stream) -> None:
+        await self._sandbox_wait(stream, "SandboxWaitV2")
+
+    async def SandboxTerminateV2(self, stream) -> None:
+        await self._sandbox_terminate(stream, "SandboxTerminateV2")
+
+    async def SandboxListV2(self, stream) -> None:
+        await self._sandbox_list(stream, "SandboxListV2")
+
+    async def SandboxTagsGetV2(self, stream) -> None:
+        await self._sandbox_tags_get(stream, "SandboxTagsGetV2")
+
+    async def AuthTokenGet(self, stream) -> None:
+        """A JWT whose `exp` modal's AuthTokenManager reads (the fake never checks it)."""
+        await self._recv("AuthTokenGet", stream)
+        await stream.send_message(api_pb2.AuthTokenGetResponse(token=_jwt(time.time() + 3600)))
+
+    async def SandboxGetCommandRouterAccess(self, stream) -> None:
+        request = await self._recv("SandboxGetCommandRouterAccess", stream)
+        if request.sandbox_id:
+            self._sandbox(request.sandbox_id)
+        await stream.send_message(api_pb2.SandboxGetCommandRouterAccessResponse(
+            url=self.server.router_url, jwt=ROUTER_JWT
+        ))
+
+
+@patch_mock_servicer
+class FakeTaskRouter(task_command_router_grpc.TaskCommandRouterBase):
+    """The worker-side task command router of V2 sandboxes: their stdin and stdout/stderr.
+
+    Like Modal's, it keeps only the most recent `FakeModal.v2_output_keep` bytes of each
+    stream: a reader asking for older output gets the oldest byte still kept, and
+    `starting_offset` says where that is. Stdin writes carry their byte `offset`; bytes the
+    router already has are dropped, as a retry's would be.
+    """
+
+    def __init__(self, server: FakeModal) -> None:
+        self.server = server
+
+    def _sandbox(self, task_id: str) -> FakeSandbox:
+        for sandbox in self.server.sandboxes.values():
+            if sandbox.v2 and sandbox.task_id == task_id:
+                return sandbox
+        raise GRPCError(Status.NOT_FOUND, f"Task {task_id} not found")
+
+    async def recv_request(self, event: RecvRequest) -> None:
+        if event.metadata.get("authorization") != f"Bearer {ROUTER_JWT}":
+            raise GRPCError(Status.UNAUTHENTICATED, "bad router token")
+
+    async def SandboxStdinWriteV2(self, stream) -> None:
+        request = await stream.recv_message()
+        self.server.servicer.calls.append(("SandboxStdinWriteV2", request))
+        sandbox = self._sandbox(request.task_id)
+        if sandbox.result is not None:
+            raise GRPCError(Status.FAILED_PRECONDITION, "Sandbox has already terminated")
+        have = sum(len(chunk) for chunk in sandbox.stdin)
+        if request.offset > have:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"stdin offset {request.offset} > {have}")
+        fresh = request.data[have - request.offset:]
+        if len(fresh) < len(request.data):
+            sandbox.stdin_dropped.append(request.data[: have - request.offset])
+        if fresh:
+            sandbox.stdin.append(fresh)
+            self.server.on_stdin(sandbox, fresh)
+        sandbox.stdin_closed = sandbox.stdin_closed or request.eof
+        await stream.send_message(task_command_router_pb2.SandboxStdinWriteV2Response())
+
+    async def SandboxStdioReadV2(self, stream) -> None:
+        request = await stream.recv_message()
+        self.server.servicer.calls.append(("SandboxStdioReadV2", request))
+        sandbox = self._sandbox(request.task_id)
+        assert sandbox.changed is not None
+        stdout = task_command_router_pb2.SANDBOX_STDIO_FILE_DESCRIPTOR_STDOUT
+        chunks = sandbox.stdout if request.file_descriptor == stdout else sandbox.stderr
+        offset = request.offset
+        while True:
+            data = "".join(chunks).encode()
+            start = max(offset, len(data) - self.server.v2_output_keep)
+            if start < len(data):
+                await stream.send_message(task_command_router_pb2.SandboxStdioReadV2Response(
+                    data=data[start:], starting_offset=start
+                ))
+                offset = len(data)
+            elif sandbox.result is not None:
+                return
+            else:
+                async with sandbox.changed:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(sandbox.changed.wait(), 5)
+
+
+class _Server(grpclib.server.Server):
+    """A grpclib server that closes its connections when closed: modal keeps a V2 router
+    channel open until it has been idle a while, so the client may not close them."""
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        made = protocol.connection_made
+
+        def connection_made(transport: Any) -> None:
+            self.transports.append(transport)
+            made(transport)
+
+        protocol.connection_made = connection_made  # type: ignore[method-assign]
+        return protocol
+
+    transports: list[Any]
+
+    def close(self) -> None:
+        super().close()
+        for transport in getattr(self, "transports", []):
+            transport.close()
 
 
 class FakeModal:
@@ -632,12 +869,21 @@ class FakeModal:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.schedule_sandboxes = True
+        self.router_port = _free_port()
+        self.router_url = f"http://127.0.0.1:{self.router_port}"
+        #: Bytes of each V2 stdout/stderr the router keeps (Modal keeps recent output only).
+        self.v2_output_keep = 1 << 20
         self.servicer = FakeModalServicer(self)
+        self.router = FakeTaskRouter(self)
         #: Hooks: called on the server loop when a sandbox is created / gets stdin.
         self.on_sandbox_create: Callable[[FakeSandbox], None] = lambda sandbox: None
         self.on_stdin: Callable[[FakeSandbox, bytes], None] = lambda sandbox, data: None
+        #: Called (and awaited, if it returns an awaitable) before a terminate takes effect:
+        #: `lambda sb: sb._time_out()` plays a timeout that wins the race.
+        self.on_terminate: Callable[[FakeSandbox], Any] = lambda sandbox: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: grpclib.server.Server | None = None
+        self._router: grpclib.server.Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -654,14 +900,20 @@ class FakeModal:
                 listen(server, RecvRequest, self.servicer.recv_request)
                 loop.run_until_complete(server.start(host="127.0.0.1", port=self.port))
                 self._server = server
+                router = _Server([self.router])
+                router.transports = []
+                listen(router, RecvRequest, self.router.recv_request)
+                loop.run_until_complete(router.start(host="127.0.0.1", port=self.router_port))
+                self._router = router
             except BaseException as exc:  # surfaced by start()
                 errors.append(exc)
                 ready.set()
                 return
             ready.set()
             loop.run_forever()
-            server.close()
-            loop.run_until_complete(server.wait_closed())
+            for each in (router, server):
+                each.close()
+                loop.run_until_complete(each.wait_closed())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -703,9 +955,8 @@ class FakeModal:
             "MODAL_TOKEN_SECRET": self.token_secret,
             "MODAL_CONFIG_PATH": config_path,  # a missing file: no profile from ~/.modal.toml
             "MODAL_ENVIRONMENT": "main",
-            # CPU sandboxes would use the v2 protocol (a task command router); GPU ones and
-            # everything here speak v1.
-            "MODAL_SANDBOX_V2": "0",
+            # modal's default, as on a user's machine: CPU sandboxes use V2 (the task command
+            # router), GPU sandboxes V1.
         }
 
     @contextlib.contextmanager

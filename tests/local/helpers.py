@@ -27,7 +27,7 @@ def local_plan(*overrides: str, run_id: str = "20261126-0315-a1b2c3") -> Plan:
 
 
 def with_network(plan: Plan, mode: str) -> Plan:
-    """The plan with another network mode (the config refuses `blocked`: no proxy reachable)."""
+    """The plan with another network mode (`open`, `blocked`, `allowlist`)."""
     network = plan.sandbox.network.model_copy(update={"mode": mode})
     return plan.model_copy(
         update={"sandbox": plan.sandbox.model_copy(update={"network": network})}
@@ -94,9 +94,9 @@ def seeded_plan(
 
 
 #: A stand-in agent (no model): emits `ready` with what it sees, echoes user messages,
-#: writes `stopped` on SIGTERM (or ignores it with `--task stubborn`), keeps a child; the
-#: message or task `slow` is a minute-long tool call; the input `end` ends it cleanly; any
-#: other task is done at once (one-shot).
+#: writes `stopped` on SIGTERM (or ignores it with the one-shot task `stubborn`), keeps a
+#: child; the message or task `slow` is a minute-long tool call; the input `end` ends it
+#: cleanly; any other one-shot task is done at once.
 AGENT = """
 import json, os, signal, subprocess, sys, time
 seq = 0
@@ -109,11 +109,13 @@ os.makedirs(run_dir, exist_ok=True)
 def on_term(*_):
     open(os.path.join(run_dir, "stopped"), "w").write("yes")
     sys.exit(143)
-stubborn = sys.argv[-1] == "stubborn"
+task = json.loads(sys.stdin.readline())["text"] if "--one-shot" in sys.argv else None
+if task is not None:
+    open(os.path.join(run_dir, "task"), "w").write(task)
+stubborn = task == "stubborn"
 signal.signal(signal.SIGTERM, signal.SIG_IGN if stubborn else on_term)
 child = subprocess.Popen(["sleep", "1000"])  # a grandchild that must not survive
 env = os.environ
-task = sys.argv[sys.argv.index("--task") + 1] if "--task" in sys.argv else None
 emit("ready", run_id=env["ML_AGENT_RUN_ID"], model="scripted", key=env["ANTHROPIC_API_KEY"],
      gh=env.get("GITHUB_TOKEN"), mode="one-shot" if task else "interactive")
 def slow():  # a long tool call: nothing is printed for a minute

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ml_agent.backends.local import image
-from ml_agent.backends.local.sandbox import VENV_DEST, build_argv, sandbox_env
+from ml_agent.backends.local.sandbox import VENV_DEST, build_argv, sandbox_env, start
 from ml_agent.errors import SandboxError
 from ml_agent.plan import AptLayer, PipLayer, Plan, RunLayer
 from tests.local.helpers import layout, local_plan
@@ -91,9 +91,10 @@ def test_venv_is_built_once_relocated_and_reused(tmp_path, monkeypatch):
 
     # Inside the sandbox the console script runs from the venv's in-sandbox path.
     host = layout(plan, tmp_path, venv)
-    argv = build_argv(plan, host, sandbox_env(plan, {}), ["mla-demo"])
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert (proc.returncode, proc.stdout) == (0, "demo ok\n"), proc.stderr
+    argv = build_argv(plan, host, ["mla-demo"])
+    with start(argv, sandbox_env(plan, {}), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, b"demo ok\n"), err
 
 
 def test_a_failing_pip_layer_names_the_layer_and_leaves_nothing(tmp_path):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ml_agent.backends.local import LocalBackend
+from ml_agent.backends.local import LocalBackend, registry
 from ml_agent.contracts import protocol
 from ml_agent.errors import BackendError
-from tests.local.helpers import AGENT, processes_of, seeded_plan
+from tests.local.helpers import AGENT, processes_of, seeded_plan, with_network
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,16 @@ def test_up_send_events_ps_and_stop_leaves_nothing_behind(backend):
     assert backend.stop(run_id).status == "stopped"  # idempotent
     with pytest.raises(BackendError, match="is not running"):
         backend.send(run_id, protocol.encode_input(protocol.IN_USER, text="late"))
+
+
+def test_a_one_shot_task_of_any_length_reaches_the_agent_on_stdin(backend):
+    plan = seeded_plan(backend.home, AGENT)
+    run_id = plan.launch.run_id
+    # Over an argv word's 128 KiB (execve fails: E2BIG) and a pipe's 64 KiB buffer.
+    task = "train\n" + "x" * 300_000
+    backend.up(plan, task=task, detach=True)
+    seen = Path(backend.home, "volumes", "sandbox-data", "runs", run_id, "task")
+    assert _wait_for(lambda: seen.is_file() and seen.read_text() == task, 30)
 
 
 def test_the_timeout_kills_a_run_that_ignores_sigterm(backend):
@@ -236,3 +246,52 @@ def test_cost_is_the_proxys_meter_live_and_at_the_end_not_what_the_agent_says(ba
     result = json.loads((data / "runs" / run_id / "result.json").read_text())
     assert result["cost_usd"] == record.cost_usd and result["agent_cost_usd"] == 0.0
     assert result["proxy_usage"]["requests"] == 1 and result["status"] == "stopped"
+
+
+def test_the_supervisor_starts_with_neither_the_launchers_secrets_nor_the_key(
+    backend, monkeypatch
+):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "decoy-aws-secret")
+    plan = seeded_plan(backend.home, AGENT)
+    # The key is the host's ANTHROPIC_API_KEY (the fixture's): the run starts only if the
+    # supervisor got it, on stdin.
+    assert backend.up(plan, task=None, detach=True).status == "running"
+    pid = registry.supervisor_pid(registry.find(plan.launch.run_id, backend.home))
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"ML_AGENT_HOME={backend.home}".encode() in environ
+    assert not [v for v in environ if b"decoy-aws-secret" in v or b"sk-ant-host-key" in v]
+
+
+#: A stand-in agent that says whether it reaches its proxy and a server on the host's
+#: loopback (port PORT), then exits.
+NET_AGENT = """
+import json, os, socket, time, urllib.request
+try:
+    with urllib.request.urlopen(os.environ["ANTHROPIC_BASE_URL"] + "/healthz", timeout=10) as r:
+        proxy = json.load(r)["status"]
+except OSError as exc:
+    proxy = f"unreachable: {exc}"
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=3).close()
+    host = "reached"
+except OSError:
+    host = "unreachable"
+print(json.dumps({"type": "ready", "seq": 1, "ts": time.time(), "proxy": proxy,
+                  "host": host, "base_url": os.environ["ANTHROPIC_BASE_URL"]}), flush=True)
+"""
+
+
+@pytest.mark.parametrize(("mode", "host"), [("blocked", "unreachable"), ("open", "reached")])
+def test_the_network_mode_decides_what_the_sandbox_reaches(backend, server, mode, host):
+    # Blocked: no network but the sandbox's own loopback, where a bridge relays the usual
+    # base URL to the proxy's Unix socket, bound in.
+    plan = with_network(seeded_plan(backend.home, NET_AGENT.replace("PORT", str(server))), mode)
+    backend.up(plan, task=None, detach=True)
+    first = next(backend.events(plan.launch.run_id, follow=True))
+    assert (first["proxy"], first["host"]) == ("ok", host), first
+    assert first["base_url"].startswith("http://127.0.0.1:")
+    # The agent exits after `ready`: the run ends, the bridge with it (nothing lingers).
+    _wait_for(lambda: backend.record(plan.launch.run_id).status == "succeeded")
+    _wait_for(lambda: not processes_of(plan.launch.run_id), 15)
+    assert not (backend.home / "runs" / plan.launch.run_id / "proxy.sock").exists()
+

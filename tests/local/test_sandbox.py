@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -11,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from ml_agent.backends.local import sandbox
-from ml_agent.backends.local.sandbox import VENV_DEST, HostLayout, build_argv, sandbox_env
+from ml_agent.backends.local import bwrap, sandbox
+from ml_agent.backends.local.sandbox import (
+    VENV_DEST,
+    HostLayout,
+    build_argv,
+    env_args,
+    sandbox_env,
+    start,
+)
 from ml_agent.plan import EnvLayer
 from tests.local.helpers import layout, local_plan, with_network
 
@@ -42,9 +51,8 @@ def _binds(argv: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _argv(plan=None, host=None, env=None, command=("true",)) -> list[str]:
-    plan = plan or local_plan()
-    return build_argv(plan, host or _host(), env or sandbox_env(plan, LAUNCH_ENV), command)
+def _argv(plan=None, host=None, command=("true",)) -> list[str]:
+    return build_argv(plan or local_plan(), host or _host(), command)
 
 
 def test_argv_isolates_everything_but_the_network_and_drops_capabilities():
@@ -108,20 +116,29 @@ def test_env_is_the_plans_only_with_the_venv_first_and_the_launcher_winning():
     assert env["PATH"].startswith(f"{VENV_DEST}/bin:")
     assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9"
     assert env["FOO"] == "bar" and env["GITHUB_TOKEN"] == "gh"
-    argv = _argv(plan, env=env)
-    pairs = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}
-    assert pairs == env
-    assert argv.index("--clearenv") < argv.index("--setenv")
-    assert argv[argv.index("--chdir") + 1] == "/app"
+    words = env_args(env).split(b"\0")
+    assert words[-1] == b"" and words[:3] == [b"--setenv", b"PATH", env["PATH"].encode()]
+    assert {words[i + 1].decode(): words[i + 2].decode()
+            for i in range(0, len(words) - 1, 3)} == env
+    argv = _argv(plan)
+    assert "--setenv" not in argv and "mla-run-x" not in argv and "gh" not in argv
+    assert "--clearenv" in argv and argv[argv.index("--chdir") + 1] == "/app"
 
 
 # -- the real sandbox ----------------------------------------------------------------------
 
 
-def _run(plan, tmp_path, venv, script: str, **changes) -> subprocess.CompletedProcess[str]:
+def _start(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
+    with start(argv, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _run(plan, tmp_path, venv, script: str, *args: str, **changes) -> subprocess.CompletedProcess:
     host = layout(plan, tmp_path, venv, **changes)
-    argv = build_argv(plan, host, sandbox_env(plan, LAUNCH_ENV), ["python", "-c", script])
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    argv = build_argv(plan, host, ["python", "-c", script, *args])
+    code, out, err = _start(argv, sandbox_env(plan, LAUNCH_ENV))
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def test_host_env_is_not_visible_inside(tmp_path, venv, monkeypatch):
@@ -137,6 +154,58 @@ def test_host_env_is_not_visible_inside(tmp_path, venv, monkeypatch):
     assert "sk-ant-host-secret" not in proc.stdout and "MODAL_TOKEN_SECRET" not in inside
 
 
+#: Inside the sandbox: every /proc/<pid>/{environ,cmdline} it can read, then wait for EOF.
+PROC_DUMP = """
+import json, os, sys
+seen = {}
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    for name in ('environ', 'cmdline'):
+        try:
+            seen[pid + '/' + name] = open(f'/proc/{pid}/{name}', 'rb').read().decode('latin-1')
+        except OSError:
+            pass
+print(json.dumps(seen), flush=True)
+sys.stdin.read()
+"""
+
+
+def host_cmdlines() -> dict[str, str]:
+    """Every process's command line on the host, as any local user can read them."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                found[entry.name] = (entry / "cmdline").read_bytes().decode("latin-1")
+    return found
+
+
+def test_no_secret_in_any_environ_or_cmdline_inside_or_on_the_host(tmp_path, venv, monkeypatch):
+    # bwrap is PID 1 inside: it once ran with the launcher's environment (readable at
+    # /proc/1/environ) and carried the sandbox's env as `--setenv` argv words.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "decoy-aws-secret")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-host-decoy")
+    token, secret = "mla-run-token-under-test", "gh-secret-value"
+    plan = local_plan()
+    env = sandbox_env(plan, {**LAUNCH_ENV, "ANTHROPIC_API_KEY": token}, {"GITHUB_TOKEN": secret})
+    argv = build_argv(plan, layout(plan, tmp_path, venv), ["python", "-c", PROC_DUMP])
+    with start(argv, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        line = proc.stdout.readline()
+        on_host = host_cmdlines()  # while the sandbox lives
+        proc.stdin.close()
+        assert proc.wait(30) == 0
+    inside = json.loads(line)
+    assert {"1/environ", "1/cmdline", "2/environ"} <= set(inside)  # bwrap and the command
+    assert token in inside["2/environ"]  # the command has its env (the agent needs it)
+    for where, text in inside.items():
+        assert "decoy-aws-secret" not in text and "sk-ant-host-decoy" not in text, where
+        if where.endswith("cmdline"):
+            assert token not in text and secret not in text, where
+    assert inside["1/environ"] == ""  # bwrap runs with an empty environment
+    for pid, text in on_host.items():
+        assert token not in text and secret not in text, pid
+
+
 def test_paths_outside_the_binds_are_not_visible(tmp_path, venv, monkeypatch):
     home = tmp_path / "mlhome"
     secrets = home / "secrets"
@@ -149,9 +218,7 @@ def test_paths_outside_the_binds_are_not_visible(tmp_path, venv, monkeypatch):
     script = (
         "import os, sys, json; print(json.dumps({p: os.path.exists(p) for p in sys.argv[1:]}))"
     )
-    host = layout(plan, tmp_path, venv)
-    argv = build_argv(plan, host, sandbox_env(plan, LAUNCH_ENV), ["python", "-c", script, *probes])
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    proc = _run(plan, tmp_path, venv, script, *probes)
     assert proc.returncode == 0, proc.stderr
     import json
 
@@ -187,31 +254,6 @@ def test_file_layers_are_read_only(tmp_path, venv):
     assert proc.returncode != 0 and "Read-only file system" in proc.stderr
 
 
-@pytest.fixture
-def server():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    stop = threading.Event()
-
-    def serve():
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            conn.sendall(b"hello")
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield srv.getsockname()[1]
-    stop.set()
-    thread.join()
-    srv.close()
-
-
 @pytest.mark.parametrize(("mode", "reachable"), [("open", True), ("blocked", False)])
 def test_blocked_network_is_blocked(tmp_path, venv, server, mode, reachable):
     plan = with_network(local_plan(), mode)
@@ -228,6 +270,56 @@ def test_blocked_network_is_blocked(tmp_path, venv, server, mode, reachable):
 
 
 def test_probe_passes_here_and_explains_a_refusal():
-    assert sandbox.probe() is True  # this kernel does overlays in user namespaces
-    message = sandbox.explain_failure("bwrap: No permissions to create new namespace, ...\n")
+    assert bwrap.probe(bwrap.choose().bwrap.path) is True  # overlays work in user namespaces
+    message = bwrap.explain_failure("bwrap: No permissions to create new namespace, ...\n")
     assert "user namespaces" in message and "sysctl" in message
+
+
+@pytest.fixture
+def unix_server(tmp_path):
+    """An echo server on a Unix socket (the proxy's stand-in): answers `echo:<what came>`."""
+    path = tmp_path / "proxy.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen()
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                conn.sendall(b"echo:" + conn.recv(100))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path
+    stop.set()
+    thread.join()
+    srv.close()
+
+
+def test_blocked_network_reaches_the_proxy_socket_over_the_bridge_only(
+    tmp_path, venv, server, unix_server
+):
+    plan = with_network(local_plan(), "blocked")
+    script = (
+        "import socket, sys\n"
+        "s = socket.create_connection(('127.0.0.1', 8123), timeout=5)\n"
+        "s.sendall(b'hi')\n"
+        "print(s.recv(100).decode())\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {server}), timeout=3)\n"
+        "    print('host loopback reached')\n"
+        "except OSError as exc:\n"
+        "    print('host loopback refused')\n"
+    )
+    host = layout(plan, tmp_path, venv, proxy_socket=str(unix_server))
+    argv = build_argv(plan, host, sandbox.bridged(["python", "-c", script], 8123))
+    code, out, err = _start(argv, sandbox_env(plan, LAUNCH_ENV))
+    assert code == 0, err
+    assert out.split("\n")[:2] == ["echo:hi", "host loopback refused"], out + err

@@ -33,7 +33,7 @@ def _no_real_modal(request, tmp_path, monkeypatch):
     monkeypatch.setenv("ML_AGENT_HOME", str(tmp_path / "ml-agent-home"))
     if request.node.get_closest_marker("modal"):
         if not HAS_REAL_MODAL:
-            pytest.skip("needs real Modal credentials (`modal token new`)")
+            pytest.skip("needs real Modal credentials (`modal setup`)")
         yield
         return
     with isolated_modal_env({"MODAL_CONFIG_PATH": str(tmp_path / "missing-modal.toml")}):
@@ -65,10 +65,13 @@ def modal_with_secrets(fake_modal):
 
 @pytest.fixture
 def modal_run_end(modal_with_secrets, monkeypatch, tmp_path):
-    """...and running the app's real `finalize_run`, its data volume at a temp folder."""
+    """...and running the app's real `finalize_run`, `run_events` and `list_runs`, the data
+    volume at a temp folder."""
     from ml_agent.backends.modal import app as modal_app
 
     monkeypatch.setenv("ML_AGENT_DATA_VOLUME", "sandbox-data")
     monkeypatch.setenv("ML_AGENT_DATA_MOUNT", str(tmp_path / "data"))
     modal_with_secrets.function_handlers["finalize_run"] = modal_app.finalize_run
+    modal_with_secrets.function_handlers["run_events"] = modal_app.run_events
+    modal_with_secrets.function_handlers["list_runs"] = modal_app.list_runs
     return modal_with_secrets

@@ -26,7 +26,7 @@ def a10_plan_dict(files: Path) -> dict[str, Any]:
         "config_path": str(files / "configs" / "a10.yaml"),
         "config_name": "a10",
         "image": {
-            "python": "3.11",
+            "python": "3.11", "builder": "2026.10",
             "layers": [
                 {"kind": "apt", "packages": ["git", "curl"]},
                 {"kind": "pip", "packages": ["claude-agent-sdk", "trackio"]},

@@ -7,6 +7,7 @@ import pytest
 from modal._utils.async_utils import synchronizer
 
 from ml_agent.backends.modal import builder
+from ml_agent.contracts import protocol
 from ml_agent.errors import BackendError
 from tests.modal.plans import a10_plan
 
@@ -63,7 +64,10 @@ def test_volumes_by_mount_path_with_options(tmp_path):
     vols = [v.model_dump() for v in plan.volumes]
     vols[1]["read_only"] = True
     plan = a10_plan(tmp_path, volumes=vols)
-    mounted = builder.volumes(plan)
+    _, kwargs = builder.sandbox_create_args(
+        plan, app=modal.App("ml-agent"), image=modal.Image.debian_slim(), env={}
+    )
+    mounted = kwargs["volumes"]
     assert list(mounted) == ["/data", "/root/.cache/huggingface/trackio"]
     assert _impl(mounted["/data"])._mount_options is None
     assert _impl(mounted["/root/.cache/huggingface/trackio"])._mount_options.read_only is True
@@ -76,7 +80,7 @@ def test_sandbox_arguments(plan):
     args, kwargs = builder.sandbox_create_args(
         plan, app=app, image=image, env=env, task="train a model"
     )
-    assert args == ("python", "/agent/agent.py", "--task", "train a model")
+    assert args == ("python", "/agent/agent.py", protocol.ONE_SHOT_FLAG)
     assert kwargs["gpu"] == "A10"
     assert kwargs["timeout"] == 3600
     assert kwargs["idle_timeout"] == 1200
@@ -139,3 +143,26 @@ def test_image_requests_carry_the_dockerfile_commands(fake_modal, plan):
     assert commands[3] == ["FROM base", "ENV PYTHONUNBUFFERED=1"]
     files = [f for r in fake_modal.requests("MountGetOrCreate") for f in r.files]
     assert {f.filename for f in files} >= {"/agent/agent.py", "/app/.claude/CLAUDE.md"}
+
+
+def test_plan_prints_the_sandbox_create_call_that_up_makes(modal_with_secrets):
+    import ast
+
+    from ml_agent.backends.modal import ModalBackend
+    from ml_agent.cli.plan import modal_calls
+    from tests.modal.plans import config_plan
+
+    plan = config_plan("a10.yaml", "sandbox.network.allowlist=[pypi.org]",
+                       "sandbox.cpu=[1,2]", "sandbox.region=us-east")
+    ModalBackend().up(plan, task=None, detach=True)
+    (create,) = modal_with_secrets.requests("SandboxCreate")
+    printed = modal_calls(plan)[-1]
+    call = ast.parse(printed.replace("{...}", "{}").replace("<proxy host>", "proxy")).body[0]
+    kwargs = {k.arg: k.value for k in call.value.keywords}
+    assert ast.literal_eval(kwargs["tags"]) == {t.tag_name: t.tag_value for t in create.tags}
+    assert ast.literal_eval(kwargs["name"]) == create.definition.name
+    assert ast.literal_eval(kwargs["timeout"]) == create.definition.timeout_secs
+    assert [ast.literal_eval(a) for a in call.value.args] == list(
+        create.definition.entrypoint_args)
+    assert ast.literal_eval(kwargs["cpu"]) == (1.0, 2.0)
+    assert "pypi.org" in ast.literal_eval(kwargs["outbound_domain_allowlist"])

@@ -64,6 +64,11 @@ def test_up_deploys_the_app_and_creates_the_sandbox(fake, backend):
     assert [(m.mount_path, m.read_only) for m in finalize.volume_mounts] == [("/data", False)]
     named = set(fake.servicer.secrets.values())
     assert not named & set(finalize.secret_ids)  # no key, no HF token: only its settings
+    replay = fake.function("run_events")  # reads a run's transcript for a re-attach
+    assert [(m.mount_path, m.read_only) for m in replay.volume_mounts] == [("/data", True)]
+    assert not named & set(replay.secret_ids)
+    runs = fake.function("list_runs")  # rebuilds the run registry from the run folders
+    assert [(m.mount_path, m.read_only) for m in runs.volume_mounts] == [("/data", True)]
     assert len(fake.requests("AppPublish")) == 1
     assert {r.deployment_name for r in fake.requests("VolumeGetOrCreate")} == {
         "sandbox-data", "sandbox-trackio"
@@ -113,12 +118,14 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
         a10("20261126-0316-bbbbbb"), task="train", detach=True
     )
     assert len(fake.requests("AppPublish")) == 1
-    assert len(fake.requests("FunctionCreate")) == 4  # proxy, syncer, sync_now, finalize_run
+    # proxy, syncer, sync_now, finalize_run, run_events, list_runs
+    assert len(fake.requests("FunctionCreate")) == 6
     assert len(fake.requests("FunctionMap")) == 1  # the one syncer is alive
     assert len(fake.requests("SandboxCreate")) == 2
-    assert list(fake.requests("SandboxCreate")[1].definition.entrypoint_args)[-2:] == [
-        "--task", "train"
-    ]
+    assert list(fake.requests("SandboxCreate")[1].definition.entrypoint_args)[-1] == (
+        protocol.ONE_SHOT_FLAG
+    )
+    assert fake.sandboxes[second.sandbox_id].stdin_text == protocol.task_input("train")
     assert [r.run_id for r in backend.ps()] == [second.run_id, first.run_id]
 
 
@@ -168,6 +175,44 @@ def test_attach_replays_events_send_logs_and_stop(fake, backend):
     assert [r.status for r in backend.ps()] == ["stopped"]
 
 
+def test_a_task_of_any_length_reaches_the_agent_on_stdin(fake, backend):
+    # An argv word of the sandbox's command is capped (modal: ARG_MAX_BYTES = 64 KiB).
+    task = "train\n" + "é" * 2_000_000  # 4 MB of UTF-8: several stdin drains
+    run = backend.up(a10(), task=task, detach=True)
+    (create,) = fake.requests("SandboxCreate")
+    assert list(create.definition.entrypoint_args) == [
+        "python", "/agent/agent.py", protocol.ONE_SHOT_FLAG
+    ]
+    sandbox = fake.sandboxes[run.sandbox_id]
+    assert len(sandbox.stdin) > 1 and not sandbox.stdin_dropped
+    assert protocol.decode_input(sandbox.stdin_text) == {"type": "user", "text": task}
+
+
+def test_every_chat_line_reaches_the_agent_across_handles_and_processes(fake, backend):
+    # Modal drops a stdin write whose index it has seen: a fresh writer per line would
+    # lose every line after the first.
+    run = backend.up(a10(), task=None, detach=True)
+    sandbox = fake.sandboxes[run.sandbox_id]
+    lines = [protocol.encode_input("user", text=f"line {i}") for i in range(3)]
+    backend.send(run.run_id, lines[0])
+    backend.send(run.run_id, lines[1])
+    ModalBackend().send(run.run_id, lines[2])  # `attach` from another process
+    assert sandbox.stdin_text == "".join(lines)
+    assert sandbox.stdin_dropped == []
+
+
+def test_the_fake_drops_a_repeated_stdin_index_like_modal(fake, backend):
+    import modal
+
+    run = backend.up(a10(), task=None, detach=True)
+    for text in ("first\n", "second\n"):
+        handle = modal.Sandbox.from_id(run.sandbox_id)  # each writer starts at index 1
+        handle.stdin.write(text)
+        handle.stdin.drain()
+    sandbox = fake.sandboxes[run.sandbox_id]
+    assert (sandbox.stdin_text, sandbox.stdin_dropped) == ("first\n", [b"second\n"])
+
+
 def test_ps_sees_a_finished_run(fake, backend):
     run = backend.up(a10(), task="x", detach=True)
     fake.sandboxes[run.sandbox_id].exit(3)
@@ -181,7 +226,7 @@ def test_without_syncer_only_the_proxy_is_deployed(fake):
     backend = ModalBackend(progress=messages.append)
     run = backend.up(config_plan("a10.yaml"), task=None, detach=True)
     assert [r.function.function_name for r in fake.requests("FunctionCreate")] == [
-        "proxy", "finalize_run"
+        "proxy", "finalize_run", "run_events", "list_runs"
     ]
     assert backend.stop(run.run_id).status == "stopped"
     # No syncer spawned, no final sync to run; result.json still gets the proxy's usage.
@@ -223,7 +268,7 @@ def test_scheduling_timeout_is_a_user_error(fake, backend, monkeypatch):
 
 def test_no_token_is_a_user_error():
     start = time.monotonic()
-    with pytest.raises(BackendError, match="modal token new"):
+    with pytest.raises(BackendError, match="modal setup"):
         ModalBackend().up(a10(), task=None, detach=True)
     assert time.monotonic() - start < 5
 
@@ -237,7 +282,34 @@ def test_a_failed_launch_revokes_its_token(fake, backend):
 
 def test_cpu_config_sandbox(fake, backend):
     backend.up(config_plan("cpu.yaml"), task=None, detach=True)
-    (create,) = fake.requests("SandboxCreate")
+    (create,) = fake.requests("SandboxCreateV2")  # modal's default for CPU sandboxes
     resources = create.definition.resources
     assert not resources.gpu_config.gpu_type
     assert (resources.milli_cpu, resources.memory_mb) == (4000, 16384)
+
+
+@pytest.mark.parametrize("config", ["base.yaml", "cpu.yaml"])
+def test_a_cpu_run_on_sandbox_v2_from_up_to_stop(fake, backend, config):
+    # CPU sandboxes speak V2 (modal/sandbox/_sandbox.py impl_class_for_create_args): stdio
+    # through the task command router, stdin numbered by byte offset.
+    run = backend.up(config_plan(config, "syncer.enabled=true"), task="train", detach=True)
+    assert not fake.requests("SandboxCreate") and fake.requests("SandboxCreateV2")
+    sandbox = fake.sandboxes[run.sandbox_id]
+    assert sandbox.v2 and sandbox.env["ML_AGENT_RUN_ID"] == run.run_id
+    emitted = [{"type": "ready", "seq": 1, "ts": 1.0, "model": "m", "run_id": run.run_id},
+               {"type": "assistant_text", "seq": 2, "ts": 2.0, "text": "hello"}]
+    sandbox.write_stdout("".join(json.dumps(e) + "\n" for e in emitted))
+    sandbox.write_stderr("a warning\n")
+    assert list(backend.events(run.run_id, follow=False)) == emitted
+    assert "a warning" in list(backend.logs(run.run_id, follow=False))
+
+    lines = [protocol.encode_input("user", text=f"line {i}") for i in range(2)]
+    backend.send(run.run_id, lines[0])
+    ModalBackend().send(run.run_id, lines[1])  # another process continues the offset
+    assert sandbox.stdin_text == protocol.task_input("train") + "".join(lines)
+    assert sandbox.stdin_dropped == []
+
+    stopped = backend.stop(run.run_id)
+    assert stopped.status == "stopped"
+    assert fake.requests("SandboxTerminateV2")
+    assert [t["revoked"] for t in _tokens(fake).values()] == [True]

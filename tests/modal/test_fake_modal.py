@@ -51,3 +51,46 @@ def test_a_wrong_token_is_refused(tmp_path):
 
         with isolated_modal_env(env), pytest.raises(AuthError):
             modal.Volume.from_name("v", create_if_missing=True).hydrate()
+
+
+def _cpu_sandbox(fake_modal) -> tuple[modal.Sandbox, object]:
+    """A CPU sandbox, created by the real SDK (V2, modal's default for gpu=None)."""
+    app = modal.App.lookup("fake-v2", create_if_missing=True)
+    sandbox = modal.Sandbox.create("python", "agent.py", app=app, image=modal.Image.debian_slim())
+    return sandbox, fake_modal.sandboxes[sandbox.object_id]
+
+
+def test_cpu_sandboxes_speak_v2_through_the_task_router(fake_modal):
+    sandbox, inside = _cpu_sandbox(fake_modal)
+    assert inside.v2 and fake_modal.requests("SandboxCreateV2")
+    inside.write_stdout("hello\n")
+    inside.exit(3)
+    assert list(sandbox.stdout) == ["hello\n"]
+    assert sandbox.wait(raise_on_termination=False) is None and sandbox.returncode == 3
+    assert fake_modal.requests("SandboxStdioReadV2") and fake_modal.requests("SandboxWaitV2")
+
+
+def test_v2_stdin_is_numbered_by_offset_and_a_second_writer_repeats_it(fake_modal):
+    sandbox, inside = _cpu_sandbox(fake_modal)
+    for text in ("first\n", "other\n"):
+        handle = modal.Sandbox.from_id(sandbox.object_id)  # each writer starts at offset 0
+        handle.stdin.write(text)
+        handle.stdin.drain()
+    assert (inside.stdin_text, inside.stdin_dropped) == ("first\n", [b"other\n"])
+
+
+def test_v2_keeps_only_recent_output(fake_modal):
+    fake_modal.v2_output_keep = 10
+    sandbox, inside = _cpu_sandbox(fake_modal)
+    inside.write_stdout("0123456789abcdef\n")
+    inside.exit(0)
+    # modal says so too: "dropped 7 bytes; only the most recent portion of output is retained"
+    assert "".join(modal.Sandbox.from_id(sandbox.object_id).stdout) == "789abcdef\n"
+
+
+def test_a_sandbox_times_out_like_modals(fake_modal):
+    sandbox, inside = _cpu_sandbox(fake_modal)
+    inside.time_out()
+    with pytest.raises(modal.exception.SandboxTimeoutError):
+        sandbox.wait(raise_on_termination=False)  # modal raises even so
+    assert sandbox.returncode == 124

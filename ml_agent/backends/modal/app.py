@@ -1,10 +1,11 @@
 """The deployed Modal app: the proxy as an ASGI web endpoint, the syncer and run-end functions.
 
 Modal re-imports this module by name inside each container and looks the function up by
-its global name, so `proxy`, `syncer`, `sync_now` and `finalize_run` are plain module-level
-functions and `build_app(plan)` registers them on an App. Containers never see the YAML:
-every setting travels as an environment variable (`ML_AGENT_*` below) set on the function,
-and keys arrive through Modal secrets (`proxy.secret`, `syncer.secret`) only.
+its global name, so `proxy`, `syncer`, `sync_now`, `finalize_run`, `run_events` and
+`list_runs` are plain module-level functions and `build_app(plan)` registers them on an
+App. Containers never see the YAML: every setting travels as an environment variable
+(`ML_AGENT_*` below) set on the function, and keys arrive through Modal secrets
+(`proxy.secret`, `syncer.secret`) only.
 
 The syncer and every `sync_now` share their upload records (a modal.Dict, stores.py), so
 the final sync of a `stop` uploads only what changed; `finalize_run` mounts the data volume
@@ -38,7 +39,7 @@ PROXY_CONCURRENCY = 64  # requests in flight in the one proxy container
 PROXY_TIMEOUT_S = 3600  # a function's lifetime per input; Modal limits one web request to 150 s
 SYNCER_TIMEOUT_S = 24 * 3600  # Modal's maximum; `up` respawns a syncer that stopped
 FINALIZE_TIMEOUT_S = 300
-FUNCTION_NAMES = ("proxy", "syncer", "sync_now", "finalize_run")
+FUNCTION_NAMES = ("proxy", "syncer", "sync_now", "finalize_run", "run_events", "list_runs")
 #: Parts of ml_agent the containers never import (a config/CLI edit must not redeploy).
 UNUSED_SOURCE = (("cli",), ("config",), ("backends", "local"), ("_bundle",))
 #: The syncer keeps going while a sandbox of its app may still appear or run.
@@ -146,6 +147,17 @@ def build_app(plan: Plan) -> modal.App:
         volumes={data.mount: modal.Volume.from_name(data.name, create_if_missing=True)},
         timeout=FINALIZE_TIMEOUT_S,
     )(finalize_run)
+    read_only = modal.Volume.from_name(data.name, create_if_missing=True).with_mount_options(
+        read_only=True
+    )
+    app.function(
+        image=slim,  # no secret: it only reads a run's transcript
+        env=env,
+        volumes={data.mount: read_only},
+        timeout=FINALIZE_TIMEOUT_S,
+    )(run_events)
+    app.function(image=slim, env=env, volumes={data.mount: read_only},
+                 timeout=FINALIZE_TIMEOUT_S)(list_runs)
     return app
 
 
@@ -263,23 +275,51 @@ def final_sync(*, uploader: Uploader | None = None) -> dict[str, Any]:
 
 def finalize_run(
     run_id: str, usage: dict[str, float], status: str | None = None,
-    ended_at: float | None = None,
+    ended_at: float | None = None, record: dict[str, Any] | None = None,
 ) -> str:
-    """Write the proxy's usage into the run's result.json on the data volume, and commit.
+    """Write the proxy's usage into the run's result.json on the data volume, keep the
+    run's registry entry (`record`) beside it as run.json, and commit.
 
     `stop` (and `finish`) call it once the sandbox has ended, so the agent's last write is
-    committed; `status`/`ended_at` fill in a result.json the agent could not finish.
+    committed; `status`/`ended_at` fill in a result.json the agent could not finish. The
+    run folder is the durable record of a run: the registry modal.Dict, whose entries
+    expire, is rebuilt from the run.json files (`list_runs`).
     """
     import modal
 
-    from ml_agent.results import merge_proxy_usage
+    from ml_agent.results import WRITTEN, merge_proxy_usage, write_run_record
 
     volume = modal.Volume.from_name(os.environ["ML_AGENT_DATA_VOLUME"])
     volume.reload()  # the sandbox's last commit
+    root = Path(os.environ["ML_AGENT_DATA_MOUNT"])
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended_at)) if ended_at else None
-    outcome = merge_proxy_usage(
-        Path(os.environ["ML_AGENT_DATA_MOUNT"]), run_id, usage, status=status, ended_at=when
-    )
-    if outcome == "proxy usage written":
+    outcome = merge_proxy_usage(root, run_id, usage, status=status, ended_at=when)
+    kept = record is not None and write_run_record(root, run_id, record)
+    if outcome == WRITTEN or kept:
         volume.commit()
     return outcome
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """The registry entries kept in the run folders on the data volume (run.json)."""
+    import modal
+
+    from ml_agent.results import read_run_records
+
+    modal.Volume.from_name(os.environ["ML_AGENT_DATA_VOLUME"]).reload()
+    return read_run_records(Path(os.environ["ML_AGENT_DATA_MOUNT"]))
+
+
+def run_events(run_id: str, before: int) -> list[dict[str, Any]]:
+    """The run's events with `seq` below `before`, from its transcript on the data volume.
+
+    A re-attaching client calls it when the sandbox's output no longer starts at the first
+    event (V2 sandboxes keep only recent output). It sees what the sandbox has committed to
+    the volume: all of it once the sandbox has ended.
+    """
+    import modal
+
+    from ml_agent.results import read_run_events
+
+    modal.Volume.from_name(os.environ["ML_AGENT_DATA_VOLUME"]).reload()
+    return read_run_events(Path(os.environ["ML_AGENT_DATA_MOUNT"]), run_id, before)

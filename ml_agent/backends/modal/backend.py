@@ -3,26 +3,34 @@
 `up` = preflight (token, secrets) -> deploy the app if its hash changed -> mint the run
 token into the token store -> build the image layer by layer -> create the sandbox ->
 record the run -> ensure the one syncer. The agent is the sandbox's own command, so `events`
-and `logs` read the sandbox's stdout/stderr (from the start: re-attaching replays) and
-`send` writes its stdin.
+and `logs` read the sandbox's stdout/stderr (from the start; what a V2 sandbox no longer
+keeps is replayed from the run's event log) and `send` writes its stdin (a one-shot task is
+its first line).
 
 The end of a run (`stop`, or `finish` once the sandbox ended by itself): one final metric
 sync (the app's `sync_now`, after the sandbox's last commit), the run token revoked, the
 proxy's usage written into the run's result.json (the app's `finalize_run`) and the registry.
+The run folder keeps the registry entry too (run.json): the registry Dict is an index.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_agent.backends.modal import builder
+from ml_agent.backends.modal.errors import modal_errors
+from ml_agent.backends.modal.stdio import (
+    read_lines,
+    set_stdin_position,
+    stdin_position,
+    write_stdin,
+)
 from ml_agent.backends.modal.stores import AppState, ModalTokenStore, ModalUsageSink, RunRegistry
 from ml_agent.contracts import (
     RunRecord,
@@ -40,13 +48,15 @@ if TYPE_CHECKING:
     from ml_agent.plan import Plan
 
 Progress = Callable[[str], None]
+#: The app name of the shipped configs: looked in when a run is in no known app's registry.
+DEFAULT_APP = "ml-agent"
 LIVE = ("starting", "running")
 #: A syncer whose pulse is older than this is presumed gone and is spawned again.
 SYNCER_GRACE_S = 300.0
 #: A run token outlives its sandbox's timeout by this much (then the proxy refuses it).
 TOKEN_SLACK_S = 600.0
-#: `follow=False` readers stop when a live sandbox has printed nothing for this long.
-IDLE_S = 1.0
+#: modal's return code of a sandbox that reached its timeout (`_result_returncode`).
+TIMED_OUT = 124
 
 SECRET_KEYS = {"proxy": "ANTHROPIC_API_KEY=sk-ant-...", "syncer": "HF_TOKEN=hf_..."}
 
@@ -56,29 +66,22 @@ def _no_progress(message: str) -> None:
 
 
 @contextlib.contextmanager
-def modal_errors(doing: str) -> Iterator[None]:
-    """Turn the modal SDK's errors a user can act on into BackendErrors that say how."""
-    from modal import exception as mx
+def image_builder(version: str) -> Iterator[None]:
+    """Build images with the config's image builder version, whatever the workspace's.
 
+    modal reads MODAL_IMAGE_BUILDER_VERSION at each build (modal/_image.py
+    `_get_image_builder_version`: the local setting wins over the workspace's).
+    """
+    name = "MODAL_IMAGE_BUILDER_VERSION"
+    saved = os.environ.get(name)
+    os.environ[name] = version
     try:
         yield
-    except mx.AuthError as exc:
-        raise BackendError(
-            f"Modal did not accept your credentials while {doing} ({exc}). Run `modal setup` "
-            "(or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), or use `--backend local`."
-        ) from None
-    except mx.ResourceExhaustedError as exc:
-        raise BackendError(
-            f"Modal could not schedule the sandbox while {doing}: {exc}. The GPU type may be out "
-            "of capacity or your workspace at its limit: retry later, choose another "
-            "`sandbox.gpu`, or check your limits on modal.com/settings."
-        ) from None
-    except mx.TimeoutError as exc:
-        raise BackendError(f"Modal timed out while {doing}: {exc}. Retry in a moment.") from None
-    except mx.ConnectionError as exc:
-        raise BackendError(
-            f"cannot reach Modal while {doing}: {exc}. Check your network (or MODAL_SERVER_URL)."
-        ) from None
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 class ModalBackend:
@@ -89,6 +92,8 @@ class ModalBackend:
     def __init__(self, progress: Progress | None = None) -> None:
         self.progress = progress or _no_progress
         self._registry: RunRegistry | None = None
+        #: run id -> the one Sandbox handle whose stdin writer this process uses for it.
+        self._writers: dict[str, modal.Sandbox] = {}
 
     @property
     def registry(self) -> RunRegistry:
@@ -102,6 +107,10 @@ class ModalBackend:
         self, plan: Plan, *, task: str | None, detach: bool, progress: Progress | None = None
     ) -> RunRecord:
         """Launch the run; Modal sandboxes always outlive this process (`detach` or not)."""
+        with image_builder(plan.image.builder):
+            return self._up(plan, task=task, progress=progress)
+
+    def _up(self, plan: Plan, *, task: str | None, progress: Progress | None) -> RunRecord:
         import modal
 
         from ml_agent.plan import launch_env
@@ -162,6 +171,18 @@ class ModalBackend:
         )
         with modal_errors("recording the run"):
             self.registry.put(run)
+        self._writers[run_id] = sandbox
+        if task is not None:  # one-shot: the task is the agent's first stdin line
+            try:
+                self._write_stdin(run, protocol.task_input(task))
+            except Exception:
+                code = sandbox.poll()
+                if code is None:  # it would wait for its task until its timeout: stop it
+                    with contextlib.suppress(Exception):
+                        self.stop(run_id)
+                    raise
+                say(f"the sandbox ended (exit code {code}) before it got the task: see "
+                    f"`ml-agent logs {run_id}`")
         if plan.syncer.enabled:
             # After the sandbox exists: the syncer stops itself once no sandbox is left.
             with modal_errors("starting the metric syncer"):
@@ -249,29 +270,63 @@ class ModalBackend:
         chain = builder.build_image(plan.image)
         for index, (label, image) in enumerate(chain):
             say(f"image {index}/{len(chain) - 1}: {label}")
-            try:
-                with modal_errors(f"building the image ({label})"):
+            with modal_errors(f"building the image ({label})"):
+                try:
                     image.build(app)
-            except (ImageBuildError, RemoteError) as exc:
-                raise BackendError(
-                    f"the image build failed at {label}: {exc}. Fix that layer in "
-                    f"image.layers of {plan.config_path} (Modal keeps the layers before it)."
-                ) from None
+                except (ImageBuildError, RemoteError) as exc:
+                    raise BackendError(
+                        f"the image build failed at {label}: {exc}. Fix that layer in "
+                        f"image.layers of {plan.config_path} (Modal keeps the layers before "
+                        "it)."
+                    ) from None
         return chain[-1][1]
 
     # -- runs ----------------------------------------------------------------------------
     def find(self, run_id: str) -> RunRecord:
-        """A run by id or unique id prefix."""
-        with modal_errors("reading the run registry"):
-            record = self.registry.get(run_id)
-            if record is not None:
-                return record
-            matches = [r for r in self.registry.all() if r.run_id.startswith(run_id)]
+        """A run by id or unique id prefix; a run the registry forgot (its entries expire
+        after 7 days untouched) is looked for in the run folders of the data volume."""
+        matches = self._matches(run_id)
+        if not matches:
+            with modal_errors("reading the run registry"):
+                apps = {r.app for r in self.registry.all()} | {DEFAULT_APP}
+            for app in sorted(apps):
+                self.rebuild_registry(app)
+            matches = self._matches(run_id)
         if len(matches) == 1:
             return matches[0]
         if matches:
             raise RunNotFound(f"'{run_id}' matches {len(matches)} runs; give more of the id")
         raise RunNotFound(f"no Modal run '{run_id}' (see `ml-agent ps`)")
+
+    def _matches(self, run_id: str) -> list[RunRecord]:
+        with modal_errors("reading the run registry"):
+            record = self.registry.get(run_id)
+            if record is not None:
+                return [record]
+            return [r for r in self.registry.all() if r.run_id.startswith(run_id)]
+
+    def rebuild_registry(self, app: str) -> list[RunRecord]:
+        """Put back into the registry the ended runs of `app` that its data volume keeps
+        (run.json, written at each run's end) and the registry has forgotten; returns them.
+
+        The run folders are the durable record: the registry modal.Dict is an index.
+        """
+        try:
+            with modal_errors(f"reading the runs of app '{app}' from its data volume"):
+                list_runs = self._app_function(app, "list_runs")
+                found = (list_runs.remote() if list_runs is not None else None) or []
+        except BackendError:
+            return []  # no such app (or an older one): nothing to rebuild from
+        restored = []
+        with modal_errors("rebuilding the run registry"):
+            for data in found:
+                if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
+                    continue
+                if self.registry.get(data["run_id"]) is None:
+                    record = RunRecord.from_dict(data)
+                    self.registry.put(record)
+                    restored.append(record)
+        return restored
 
     def record(self, run_id: str) -> RunRecord | None:
         """The registry entry of a run (exact id), or None."""
@@ -292,21 +347,66 @@ class ModalBackend:
             return modal.Sandbox.from_id(record.sandbox_id)
 
     def events(self, run_id: str, *, follow: bool) -> Iterator[dict[str, Any]]:
-        sandbox = self._sandbox(self.find(run_id))
-        for _, line in _read_lines(sandbox, ("stdout",), follow=follow):
+        """The run's events from the first, then (`follow`) as they come.
+
+        They are read from the sandbox's stdout. A V2 sandbox keeps only its recent output:
+        when that no longer starts at the first event, the missing ones come from the run's
+        own event log (its transcript on the data volume, through the app's `run_events`).
+        """
+        record = self.find(run_id)
+        sandbox = self._sandbox(record)
+        first = True
+        for _, line in read_lines(sandbox, ("stdout",), follow=follow):
             event = protocol.decode_event(line)
-            if event is not None:
-                yield event
+            if event is None:
+                continue
+            if first and event["seq"] > 1:
+                yield from self._replay(record, before=event["seq"])
+            first = False
+            yield event
+
+    def _replay(self, record: RunRecord, *, before: int) -> list[dict[str, Any]]:
+        """Events `seq < before` from the run's transcript on the data volume."""
+        try:
+            with modal_errors(f"reading the event log of run {record.run_id}"):
+                run_events = self._app_function(record.app, "run_events")
+                if run_events is None:
+                    self.progress("warning: the start of the run's output is gone, and the "
+                                  "deployed app (an older ml-agent) cannot replay it")
+                    return []
+                events = run_events.remote(record.run_id, before)
+        except Exception as exc:  # noqa: BLE001 - the live events still follow; say why
+            self.progress(f"warning: the start of the run's output is gone ({exc})")
+            return []
+        # What the function returns is the run folder's (agent-written) text: check it.
+        lines = (json.dumps(e) for e in events or [] if isinstance(e, dict))
+        return [e for e in map(protocol.decode_event, lines) if e is not None]
 
     def send(self, run_id: str, line: str) -> None:
-        sandbox = self._sandbox(self.find(run_id))
-        with modal_errors(f"writing to run {run_id}"):
-            sandbox.stdin.write(line if line.endswith("\n") else line + "\n")
-            sandbox.stdin.drain()
+        self._write_stdin(self.find(run_id), line if line.endswith("\n") else line + "\n")
+
+    def _write_stdin(self, record: RunRecord, text: str) -> None:
+        """Write to the agent's stdin through the run's one writer, in chunks modal accepts.
+
+        modal numbers each drain of a stdin writer (V1: `index` from 1; V2: a byte
+        `offset` from 0) and Modal drops a write whose number it has already seen, so a
+        fresh `Sandbox.from_id` handle per line would lose every line after the first. This
+        process keeps one handle per run, and the writer's position is kept in the app's
+        state so that the next process (`attach`) continues the numbering.
+        """
+        state = AppState(record.app)
+        key = f"stdin:{record.run_id}"
+        with modal_errors(f"writing to run {record.run_id}"):
+            sandbox = self._writers.get(record.run_id)
+            if sandbox is None:
+                sandbox = self._writers[record.run_id] = self._sandbox(record)
+                set_stdin_position(sandbox, state.get(key))
+            write_stdin(sandbox, text)
+            state.put(key, stdin_position(sandbox))
 
     def logs(self, run_id: str, *, follow: bool) -> Iterator[str]:
         sandbox = self._sandbox(self.find(run_id))
-        for _, line in _read_lines(sandbox, ("stdout", "stderr"), follow=follow):
+        for _, line in read_lines(sandbox, ("stdout", "stderr"), follow=follow):
             yield line.rstrip("\n")
 
     def ps(self) -> list[RunRecord]:
@@ -359,10 +459,12 @@ class ModalBackend:
             if ended is None:
                 self.progress(f"stopping sandbox {record.sandbox_id}")
                 sandbox.terminate()
-                sandbox.wait(raise_on_termination=False)
+                code = _wait_for_end(sandbox)
         if ended is not None:  # it ended by itself before `ps` noticed: say how
             return self._end(record, status=status_of(ended), exit_code=ended)
-        return self._end(record, status="stopped", exit_code=sandbox.returncode)
+        # It may have reached its timeout between `poll` and `terminate`: say so.
+        status = "timeout" if code == TIMED_OUT else "stopped"
+        return self._end(record, status=status, exit_code=code)
 
     def finish(self, run_id: str) -> RunRecord:
         """The end of a run whose sandbox has ended by itself (a one-shot `--task` run):
@@ -376,8 +478,7 @@ class ModalBackend:
             return record
         sandbox = self._sandbox(record)
         with modal_errors(f"waiting for the end of run {record.run_id}"):
-            sandbox.wait(raise_on_termination=False)
-        code = sandbox.returncode
+            code = _wait_for_end(sandbox)
         return self._end(record, status=status_of(code) if code is not None else "failed",
                          exit_code=code)
 
@@ -438,7 +539,8 @@ class ModalBackend:
                     return
                 if usage is None:
                     usage = ModalUsageSink.for_app(record.app).get(record.run_id)
-                args = (record.run_id, usage, record.status, record.ended_at)
+                args = (record.run_id, usage, record.status, record.ended_at,
+                        record.to_dict())
                 if not wait:
                     finalize.spawn(*args)
                     return
@@ -489,46 +591,26 @@ def _sync_summary(done: Any) -> str:
     return text
 
 
+def _wait_for_end(sandbox: modal.Sandbox) -> int | None:
+    """Wait until the sandbox has ended; its return code (TIMED_OUT when its timeout hit).
+
+    modal's `wait(raise_on_termination=False)` still raises SandboxTimeoutError for a
+    sandbox that reached its `timeout` (modal/sandbox/_common.py `raise_for_wait_result`):
+    that is an end like any other here, not an error.
+    """
+    from modal.exception import SandboxTimeoutError
+
+    with contextlib.suppress(SandboxTimeoutError):
+        sandbox.wait(raise_on_termination=False)
+    return sandbox.returncode
+
+
 def status_of(returncode: int) -> str:
     """A finished sandbox's status for `ps` (Modal: 124 = timed out, 137 = terminated)."""
     if returncode == 0:
         return "succeeded"
-    if returncode == 124:
+    if returncode == TIMED_OUT:
         return "timeout"
     if returncode == 137:
         return "stopped"
     return "failed"
-
-
-def _read_lines(
-    sandbox: modal.Sandbox, streams: tuple[str, ...], *, follow: bool, idle_s: float = IDLE_S
-) -> Iterator[tuple[str, str]]:
-    """(stream, line) from the sandbox's output from its start, stdout/stderr interleaved.
-
-    `follow` reads until the sandbox ends; otherwise until it has been quiet for `idle_s`
-    (Modal streams a live sandbox's output without an end). Readers are daemon threads
-    because modal's stream iterators block.
-    """
-    lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
-
-    def pump(name: str) -> None:
-        try:
-            for line in getattr(sandbox, name):
-                lines.put((name, line))
-        except Exception as exc:  # noqa: BLE001 - reported to the consumer below
-            lines.put((name, f"[ml-agent: reading {name} failed: {exc}]\n"))
-        finally:
-            lines.put((name, None))
-
-    for name in streams:
-        threading.Thread(target=pump, args=(name,), name=f"modal-{name}", daemon=True).start()
-    open_streams = len(streams)
-    while open_streams:
-        try:
-            name, line = lines.get(timeout=None if follow else idle_s)
-        except queue.Empty:
-            return
-        if line is None:
-            open_streams -= 1
-        else:
-            yield name, line

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ml_agent.config.types import modal_tag
+from ml_agent.contracts import protocol
 from ml_agent.errors import BackendError
 from ml_agent.plan import (
     AptLayer,
@@ -27,6 +29,10 @@ from ml_agent.plan import (
 
 if TYPE_CHECKING:
     import modal
+
+#: The config hash as a sandbox tag: a prefix (the full sha256 is 64 characters, one over
+#: Modal's tag limit); the run registry keeps the full hash.
+CONFIG_HASH_TAG_LEN = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +106,6 @@ def volume(plan: VolumePlan) -> modal.Volume:
     return handle.with_mount_options(read_only=True) if plan.read_only else handle
 
 
-def volumes(plan: Plan) -> dict[str, modal.Volume]:
-    """Mount path -> Volume handle, with each volume's mount options."""
-    return {v.mount: volume(v) for v in plan.volumes}
-
-
 def secrets(names: tuple[str, ...] | list[str]) -> list[modal.Secret]:
     import modal
 
@@ -112,9 +113,12 @@ def secrets(names: tuple[str, ...] | list[str]) -> list[modal.Secret]:
 
 
 def agent_command(plan: Plan, task: str | None) -> tuple[str, ...]:
-    """The sandbox's own command: the agent (so its stdout/stdin are the sandbox's)."""
-    command = ("python", plan.agent.entrypoint)
-    return (*command, "--task", task) if task is not None else command
+    """The sandbox's own command: the agent (so its stdout/stdin are the sandbox's).
+
+    A one-shot task goes to its stdin (the backend writes it), never into argv: modal caps
+    the command's arguments at 64 KiB (`ARG_MAX_BYTES`).
+    """
+    return tuple(protocol.agent_command(plan.agent.entrypoint, one_shot=task is not None))
 
 
 def network_kwargs(plan: Plan, proxy_url: str | None) -> dict[str, Any]:
@@ -141,10 +145,11 @@ def network_kwargs(plan: Plan, proxy_url: str | None) -> dict[str, Any]:
 
 def sandbox_tags(plan: Plan) -> dict[str, str]:
     assert plan.launch is not None, "the Plan needs its LaunchPlan (Plan.for_launch) first"
+    # Modal's tag values are at most 63 characters of [A-Za-z0-9._-] (the server checks).
     return {
         "ml-agent-run": plan.launch.run_id,
-        "ml-agent-config": plan.config_name,
-        "ml-agent-config-hash": plan.config_hash,
+        "ml-agent-config": modal_tag(plan.config_name),
+        "ml-agent-config-hash": plan.config_hash[:CONFIG_HASH_TAG_LEN],
     }
 
 
@@ -154,29 +159,45 @@ def sandbox_name(plan: Plan) -> str:
     return f"run-{plan.launch.run_id}"
 
 
-def sandbox_create_args(
-    plan: Plan,
-    *,
-    app: modal.App,
-    image: modal.Image,
-    env: Mapping[str, str],
-    task: str | None = None,
-    proxy_url: str | None = None,
-) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """`(args, kwargs)` for `modal.Sandbox.create(*args, **kwargs)`.
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A modal object among `Sandbox.create`'s arguments: `up` makes it, `plan` prints it.
 
-    `env` is the complete launcher -> agent env (config env + launcher env, real run token);
-    it reaches the sandbox as an ephemeral Secret, never as a command-line argument.
+    kind: app, image, env, secret (name: the secret's) or volume (name: the volume key).
     """
+
+    kind: str
+    name: str = ""
+
+    @property
+    def source(self) -> str:
+        """How `ml-agent plan` prints it (the names its listing gives the objects)."""
+        if self.kind == "secret":
+            return f'modal.Secret.from_name("{self.name}")'
+        if self.kind == "volume":
+            return volume_variable(self.name)
+        return {"env": "{...}"}.get(self.kind, self.kind)
+
+
+def volume_variable(key: str) -> str:
+    """The Python name `ml-agent plan` gives the volume of config key `key`."""
+    return f"vol_{key.replace('-', '_')}"
+
+
+def sandbox_create_spec(
+    plan: Plan, *, task: str | None = None, proxy_url: str | None = None
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """`Sandbox.create`'s arguments with its modal objects as `Ref`s: the one description
+    that `up` resolves (`sandbox_create_args`) and that `ml-agent plan` prints."""
     sandbox = plan.sandbox
     kwargs: dict[str, Any] = {
-        "app": app,
-        "image": image,
+        "app": Ref("app"),
+        "image": Ref("image"),
         "name": sandbox_name(plan),
         "tags": sandbox_tags(plan),
-        "env": dict(env),
-        "secrets": secrets(sandbox.secrets),
-        "volumes": volumes(plan),
+        "env": Ref("env"),
+        "secrets": [Ref("secret", name) for name in sandbox.secrets],
+        "volumes": {v.mount: Ref("volume", v.key) for v in plan.volumes},
         "timeout": sandbox.timeout_s,
         "gpu": sandbox.gpu,
     }
@@ -188,5 +209,42 @@ def sandbox_create_args(
         kwargs["cpu"] = sandbox.cpu
     if sandbox.memory_mib is not None:
         kwargs["memory"] = sandbox.memory_mib
+    if sandbox.region is not None:
+        kwargs["region"] = list(sandbox.region)
+    if sandbox.cloud is not None:
+        kwargs["cloud"] = sandbox.cloud
     kwargs.update(network_kwargs(plan, proxy_url))
     return agent_command(plan, task), kwargs
+
+
+def sandbox_create_args(
+    plan: Plan,
+    *,
+    app: modal.App,
+    image: modal.Image,
+    env: Mapping[str, str],
+    task: str | None = None,
+    proxy_url: str | None = None,
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """`(args, kwargs)` for `modal.Sandbox.create(*args, **kwargs)`: the spec, resolved.
+
+    `env` is the complete launcher -> agent env (config env + launcher env, real run token);
+    it reaches the sandbox as an ephemeral Secret, never as a command-line argument.
+    """
+    by_key = {v.key: v for v in plan.volumes}
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, Ref):
+            if value.kind == "secret":
+                return secrets([value.name])[0]
+            if value.kind == "volume":
+                return volume(by_key[value.name])
+            return {"app": app, "image": image, "env": dict(env)}[value.kind]
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        return value
+
+    args, kwargs = sandbox_create_spec(plan, task=task, proxy_url=proxy_url)
+    return args, {k: resolve(v) for k, v in kwargs.items()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ml_agent.config.types import APP_DICT_SUFFIXES
 from ml_agent.contracts import RunRecord, TokenRecord
 from ml_agent.syncer.scan import Signature
 from ml_agent.syncer.state import Uploaded
@@ -25,20 +26,24 @@ if TYPE_CHECKING:
 REGISTRY_DICT = "ml-agent-runs"
 
 
+# The suffixes are listed in APP_DICT_SUFFIXES, against which the config checks app names.
+TOKENS, USAGE, STATE, SYNC = APP_DICT_SUFFIXES
+
+
 def tokens_dict_name(app: str) -> str:
-    return f"{app}-tokens"
+    return f"{app}{TOKENS}"
 
 
 def usage_dict_name(app: str) -> str:
-    return f"{app}-usage"
+    return f"{app}{USAGE}"
 
 
 def state_dict_name(app: str) -> str:
-    return f"{app}-state"
+    return f"{app}{STATE}"
 
 
 def sync_dict_name(app: str) -> str:
-    return f"{app}-sync"
+    return f"{app}{SYNC}"
 
 
 def named_dict(name: str) -> modal.Dict:
