@@ -19,13 +19,15 @@ from tests.local.helpers import seeded_plan
 
 pytestmark = pytest.mark.slow
 
-#: Writes its metric (the length of its model's name) and its task, says ready, works 1.5 s.
+#: Writes its metric (the length of its model's name) and its task (the first stdin line),
+#: says ready, works 1.5 s.
 AGENT = """
 import json, os, sys, time
 run_dir = os.environ["ML_AGENT_RUN_DIR"]
 os.makedirs(run_dir + "/eval", exist_ok=True)
 json.dump({"accuracy": len(os.environ["ML_AGENT_MODEL"])}, open(run_dir + "/eval/m.json", "w"))
-open(run_dir + "/task.txt", "w").write(sys.argv[-1])
+task = json.loads(sys.stdin.readline())["text"]  # one-shot: the task is the first line
+open(run_dir + "/task.txt", "w").write(task)
 print(json.dumps({"type": "ready", "seq": 1, "ts": time.time()}), flush=True)
 time.sleep(1.5)
 """
