@@ -48,6 +48,7 @@ from ml_agent.contracts import (
     protocol,
 )
 from ml_agent.errors import BackendError, RunNotFound
+from ml_agent.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
     import modal
@@ -663,9 +664,7 @@ def _save_token(run_id: str, token: str) -> None:
     """Only the launching machine keeps the raw token (0600), to redact it from output."""
     path = _token_path(run_id)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token)
+    atomic_write_bytes(path, token.encode(), mode=0o600)  # never through a planted link
 
 
 def _sync_summary(done: Any) -> str:
