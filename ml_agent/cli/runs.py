@@ -429,7 +429,8 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
     # one-shot run's final metric sync and usage do not wait for a later `ps` or `stop`.
     record = _finish_run(backend, run_id) or _record(backend, run_id)
     if result is not None:
-        renderer.summary(result, run_id, by_user=ended_by_user)
+        renderer.summary(result, run_id, by_user=ended_by_user,
+                         metered=record.cost_usd if record else None)
         status = str(result.get("status"))
     else:
         status = record.status if record else "unknown"
@@ -578,15 +579,9 @@ def ps(
 def _cost(record: RunRecord) -> str:
     """COST: the proxy's metering (so far, for a live run); the agent's own figure beside
     it, labelled, when it says something else (an agent can print any number)."""
+    from ml_agent.cli.chat import cost_text
 
-    def usd(x: float) -> str:
-        return f"${x:.{2 if x >= 0.01 else 4}f}"
-
-    shown = "-" if record.cost_usd is None else usd(record.cost_usd)
-    said = record.agent_cost_usd
-    if said is not None and shown != usd(said):
-        shown += f" (agent says {usd(said)})"
-    return shown
+    return cost_text(record.cost_usd, record.agent_cost_usd)
 
 
 def logs(
