@@ -254,6 +254,13 @@ def up(
     err = _err()
     if task is None and not detach and not sys.stdin.isatty():
         raise typer.BadParameter("stdin is not a terminal: give a --task, or use --detach")
+    said: set[str] = set()  # the check's warnings: said before the launch, and if it fails
+    if (check := getattr(runner, "check", None)) is not None:
+        try:
+            with err.status("checking…"):
+                check(plan)
+        finally:
+            _say_warnings(runner, said)
     with err.status(f"launching run {plan.launch.run_id if plan.launch else ''}…") as status:
         if hasattr(runner, "progress"):
             runner.progress = _progress(status)  # type: ignore[attr-defined]
@@ -262,12 +269,8 @@ def up(
         except KeyboardInterrupt:
             err.print("interrupted: nothing is running")
             raise typer.Exit(130) from None
-    from rich.markup import escape
-
-    for note in getattr(runner, "notes", []):
-        err.print(note, highlight=False, markup=False)
-    for warning in getattr(runner, "warnings", []):
-        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        finally:
+            _say_warnings(runner, said)
     if detach:
         _console().print(record.run_id, highlight=False)
         err.print(
@@ -276,6 +279,21 @@ def up(
         )
         return
     raise typer.Exit(_converse(runner, record.run_id, one_shot=task is not None))
+
+
+def _say_warnings(runner: Backend, said: set[str]) -> None:
+    """The backend's notes and warnings not said yet."""
+    from rich.markup import escape
+
+    err = _err()
+    for note in getattr(runner, "notes", []):
+        if note not in said:
+            said.add(note)
+            err.print(note, highlight=False, markup=False)
+    for warning in getattr(runner, "warnings", []):
+        if warning not in said:
+            said.add(warning)
+            err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 def _progress(status: Any) -> Any:
