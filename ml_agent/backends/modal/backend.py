@@ -607,7 +607,10 @@ class ModalBackend:
                 f"{fix}, then start the run again")
 
     def _revoke(self, app: str, run_id: str) -> None:
+        """The run is over: its token worthless, its stdin position forgotten."""
         state = AppState(app)
+        state.forget(f"stdin:{run_id}")
+        self._writers.pop(run_id, None)
         token_hash = state.get(f"token:{run_id}")
         if not token_hash:
             return

@@ -136,6 +136,9 @@ class AppState:
     def put(self, key: str, value: Any) -> None:
         self._dict[key] = value
 
+    def forget(self, key: str) -> None:
+        self._dict.pop(key, None)
+
 
 class ModalSyncState:
     """`ml_agent.syncer.state.SyncState` on a modal.Dict: what the syncer has uploaded.
