@@ -77,13 +77,15 @@ class Renderer:
         elif kind == protocol.ERROR:
             self.print(f"[bold red]error:[/] {self.clean(event.get('message', ''))}")
 
-    def summary(self, event: dict[str, Any], run_id: str = "", by_user: bool = False) -> None:
-        """The one line that ends a run: status, cost, turns, the run's duration."""
+    def summary(self, event: dict[str, Any], run_id: str = "", by_user: bool = False,
+                metered: float | None = None) -> None:
+        """The one line that ends a run: status, cost (`metered`: the proxy's, as `ps` shows
+        it; the agent's figure labelled), turns, the run's duration."""
         status = str(event.get("status", ""))
         color = "green" if status == "succeeded" else "red"
         said = "finished by the user" if by_user and status == "succeeded" else status
         run = f"run {self.clean(run_id)} " if run_id else "run "
-        self.print(f"[bold {color}]{run}{self.clean(said)}[/][dim]{_cost(event)}[/]")
+        self.print(f"[bold {color}]{run}{self.clean(said)}[/][dim]{_cost(event, metered)}[/]")
 
 
 def _summary(value: Any) -> str:
@@ -116,10 +118,28 @@ def _truncate(text: str) -> str:
     return out + (f"\n… ({hidden} more characters)" if hidden > 0 else "")
 
 
-def _cost(event: dict[str, Any]) -> str:
+def usd(amount: float) -> str:
+    return f"${amount:.{2 if amount >= 0.01 else 4}f}"
+
+
+def cost_text(metered: float | None, agent: float | None, *, unmetered: str = "-") -> str:
+    """A run's cost as `ps` and the CLI show it: the proxy's metering (DESIGN.md "Cost of a
+    run"); the agent's own figure beside it, labelled, when it says something else (an agent
+    can print any number)."""
+    shown = unmetered if metered is None else usd(metered)
+    if agent is not None and (metered is None or usd(agent) != shown):
+        said = f"agent says {usd(agent)}"
+        shown = f"{shown} ({said})" if shown else said
+    return shown
+
+
+def _cost(event: dict[str, Any], metered: float | None = None) -> str:
+    """Cost, turns, duration of a turn or run; a turn's cost is only the agent's figure."""
     parts = []
-    if isinstance(event.get("cost_usd"), int | float):
-        parts.append(f"${event['cost_usd']:.4f}")
+    agent = event.get("cost_usd")
+    cost = cost_text(metered, agent if isinstance(agent, int | float) else None, unmetered="")
+    if cost:
+        parts.append(cost)
     if isinstance(event.get("turns"), int):
         parts.append(f"{event['turns']} turns")
     if isinstance(event.get("duration_s"), int | float):

@@ -7,6 +7,7 @@ sync loop refreshes every few seconds, never the volume itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,14 +38,15 @@ trackio.show(project=project, server_port=port, open_browser=sys.argv[3] == "1")
 """
 
 
-def trackio_volume_name(config: str | None) -> str:
-    """The trackio volume's name: from the config when given, else the default."""
+def trackio_volume_name(config: str | None, allow: Sequence[str] | None = None) -> str:
+    """The trackio volume's name: from the config when given, else the default. `allow`:
+    folders outside the project tree the config may name (--allow-outside)."""
     if config is None:
         return DEFAULT_VOLUME
     from ml_agent.config import load_config
     from ml_agent.errors import MlAgentError
 
-    launch = load_config(config)
+    launch = load_config(config, allow=allow)
     key = launch.syncer.volume or ("trackio" if "trackio" in launch.volumes else None)
     if key is None or key not in launch.volumes:
         raise MlAgentError(
@@ -66,6 +68,7 @@ def dashboard(
     port: int | None = None,
     open_browser: bool = True,
     interval_s: float = 3.0,
+    allow: Sequence[str] | None = None,
 ) -> int:
     """Mirror the volume, run trackio's dashboard on the mirror until it exits or Ctrl-C."""
     import os
@@ -79,7 +82,7 @@ def dashboard(
     from ml_agent.syncer.mirror import MirrorUploader
     from ml_agent.syncer.runner import SyncerThread
 
-    volume = local_volume_dir(trackio_volume_name(config))
+    volume = local_volume_dir(trackio_volume_name(config, allow))
     if not volume.is_dir():
         raise MlAgentError(
             f"no local trackio volume at {volume}: start a local run first "
@@ -113,6 +116,8 @@ def dashboard(
 def register(app: typer.Typer) -> None:
     import typer
 
+    from ml_agent.config import tree
+
     @app.command("dashboard", help=HELP)
     def _dashboard(
         config: str | None = typer.Argument(
@@ -121,7 +126,11 @@ def register(app: typer.Typer) -> None:
         project: str | None = typer.Option(None, "--project", "-p", help="Open this project."),
         port: int | None = typer.Option(None, "--port", help="Port (default: from 7860 up)."),
         no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
+        allow: list[str] = typer.Option(  # noqa: B008 - Typer's declaration style
+            [], tree.FLAG, metavar="PATH", help=tree.FLAG_HELP
+        ),
     ) -> None:
-        code = dashboard(config, project=project, port=port, open_browser=not no_browser)
+        code = dashboard(config, project=project, port=port, open_browser=not no_browser,
+                         allow=allow)
         if code:
             raise typer.Exit(code)

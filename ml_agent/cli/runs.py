@@ -255,6 +255,13 @@ def up(
     err = _err()
     if task is None and not detach and not sys.stdin.isatty():
         raise typer.BadParameter("stdin is not a terminal: give a --task, or use --detach")
+    said: set[str] = set()  # the check's warnings: said before the launch, and if it fails
+    if (check := getattr(runner, "check", None)) is not None:
+        try:
+            with err.status("checking…"):
+                check(plan)
+        finally:
+            _say_warnings(runner, said)
     with err.status(f"launching run {plan.launch.run_id if plan.launch else ''}…") as status:
         if hasattr(runner, "progress"):
             runner.progress = _progress(status)  # type: ignore[attr-defined]
@@ -263,12 +270,8 @@ def up(
         except KeyboardInterrupt:
             err.print("interrupted: nothing is running")
             raise typer.Exit(130) from None
-    from rich.markup import escape
-
-    for note in getattr(runner, "notes", []):
-        err.print(note, highlight=False, markup=False)
-    for warning in getattr(runner, "warnings", []):
-        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        finally:
+            _say_warnings(runner, said)
     if detach:
         _console().print(record.run_id, highlight=False)
         err.print(
@@ -277,6 +280,21 @@ def up(
         )
         return
     raise typer.Exit(_converse(runner, record.run_id, one_shot=task is not None))
+
+
+def _say_warnings(runner: Backend, said: set[str]) -> None:
+    """The backend's notes and warnings not said yet."""
+    from rich.markup import escape
+
+    err = _err()
+    for note in getattr(runner, "notes", []):
+        if note not in said:
+            said.add(note)
+            err.print(note, highlight=False, markup=False)
+    for warning in getattr(runner, "warnings", []):
+        if warning not in said:
+            said.add(warning)
+            err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 def _progress(status: Any) -> Any:
@@ -430,7 +448,8 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
     # one-shot run's final metric sync and usage do not wait for a later `ps` or `stop`.
     record = _finish_run(backend, run_id) or _record(backend, run_id)
     if result is not None:
-        renderer.summary(result, run_id, by_user=ended_by_user)
+        renderer.summary(result, run_id, by_user=ended_by_user,
+                         metered=record.cost_usd if record else None)
         status = str(result.get("status"))
     else:
         status = record.status if record else "unknown"
@@ -576,15 +595,9 @@ def ps(
 def _cost(record: RunRecord) -> str:
     """COST: the proxy's metering (so far, for a live run); the agent's own figure beside
     it, labelled, when it says something else (an agent can print any number)."""
+    from ml_agent.cli.chat import cost_text
 
-    def usd(x: float) -> str:
-        return f"${x:.{2 if x >= 0.01 else 4}f}"
-
-    shown = "-" if record.cost_usd is None else usd(record.cost_usd)
-    said = record.agent_cost_usd
-    if said is not None and shown != usd(said):
-        shown += f" (agent says {usd(said)})"
-    return shown
+    return cost_text(record.cost_usd, record.agent_cost_usd)
 
 
 def logs(

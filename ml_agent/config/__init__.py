@@ -56,9 +56,16 @@ def _check(
         """A `src:` of a config stays in the project tree: a host folder is never bound by
         accident. One given with --set is the command line's: whoever runs it chose it."""
         loc = source.value_loc(at)
-        if loc.file == SET_FILE or source.tree.admits(realpath(local_path(folder, text))):
+        if loc.file == SET_FILE:
             return True
-        diags.append(Diagnostic(*loc, at, source.tree.refusal(repr(text))))
+        real = realpath(local_path(folder, text))
+        if not source.tree.admits(real):
+            diags.append(Diagnostic(*loc, at, source.tree.refusal(repr(text))))
+        elif links := source.tree.links_out(real) if os.path.isdir(real) else []:
+            # nor a link inside a folder layer (Modal uploads what it points to)
+            diags.append(Diagnostic(*loc, at, source.tree.link_refusal(repr(text), links)))
+        else:
+            return True
         source.poisoned.add(at)  # the model's view of the refused value is no news
         return False
 

@@ -84,6 +84,7 @@ def project_root(folder: str) -> str:
 
 
 _shipped: list[str] = []
+_links: dict[tuple[str, str, tuple[str, ...], int], list[str]] = {}  # Tree.links_out's
 
 
 def shipped() -> list[str]:
@@ -121,6 +122,50 @@ class Tree:
     def admits(self, real: str) -> bool:
         """`real` (a resolved path) is in the project tree, shipped, or allowed."""
         return self.inside(real) or any(_inside(real, a) for a in self.allowed)
+
+    def links_out(self, folder: str, limit: int = 3) -> list[str]:
+        """Symlinks inside `folder` (a `dir:` layer's resolved src; walked without following
+        any) whose target is not admitted, as paths relative to it (at most `limit`).
+
+        Modal's `add_local_dir` uploads what a symlinked file points to (modal/mount.py
+        `_MountDir.get_files_to_upload` resolves every file), so `.claude/x ->
+        ~/.ssh/id_rsa` would copy the key into the image. A scandir walk: no stat but for
+        the links themselves, once per folder and process (validate reads many configs
+        that add the same folder).
+        """
+        key = (folder, self.root, self.allowed, limit)
+        if key not in _links:
+            if len(_links) >= 256:
+                _links.clear()
+            _links[key] = self._links_out(folder, limit)
+        return list(_links[key])
+
+    def _links_out(self, folder: str, limit: int) -> list[str]:
+        found: list[str] = []
+        stack = [folder]
+        while stack and len(found) < limit:
+            here = stack.pop()
+            try:
+                entries = sorted(os.scandir(here), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_symlink():
+                    if not self.admits(realpath(entry.path)):
+                        found.append(os.path.relpath(entry.path, folder))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+        return found[:limit]
+
+    def link_refusal(self, what: str, links: list[str]) -> str:
+        """The message for a `dir:` layer `what` holding symlinks (`links_out`) that lead
+        outside the tree (their targets are not quoted)."""
+        shown = ", ".join(repr(link) for link in links)
+        return (
+            f"{what} holds symlinks leading outside the project tree {self.root} ({shown}): "
+            "their targets would be copied into the sandbox; remove them, or allow the "
+            f"folder they lead to with {FLAG} PATH or {ENV}"
+        )
 
     def refusal(self, what: str) -> str:
         """The message for a path that is not admitted; `what` names it as written."""

@@ -44,7 +44,24 @@ def test_tool_use_is_one_line_and_results_are_truncated():
     lines = text.splitlines()
     assert lines[0] == "▸ Bash ls -la /data"
     assert lines[1:9] == ["x"] * 8 and "more characters" in lines[9]
-    assert lines[-1] == "── succeeded · $0.0123 · 2 turns · 3.2 s"
+    assert lines[-1] == "── succeeded · agent says $0.01 · 2 turns · 3.2 s"
+
+
+def _summary(metered: float | None, agent: float | None) -> str:
+    out = io.StringIO()
+    renderer = Renderer(Console(file=out, width=200, color_system=None), [TOKEN])
+    result = {"type": "result", "seq": 9, "ts": 0, "status": "succeeded", "cost_usd": agent,
+              "turns": 3, "duration_s": 12.0}
+    renderer.summary(result, "20261126-0315-a1b2c3", metered=metered)
+    return out.getvalue().rstrip("\n")
+
+
+def test_the_runs_cost_is_the_proxys_and_the_agents_figure_is_labelled_as_in_ps():
+    run = "run 20261126-0315-a1b2c3 succeeded"
+    assert _summary(0.42, 0.1) == f"{run} · $0.42 (agent says $0.10) · 3 turns · 12.0 s"
+    assert _summary(0.42, 0.4212) == f"{run} · $0.42 · 3 turns · 12.0 s"  # same to the cent
+    assert _summary(None, 0.25) == f"{run} · agent says $0.25 · 3 turns · 12.0 s"
+    assert _summary(0.003, None) == f"{run} · $0.0030 · 3 turns · 12.0 s"
 
 
 def test_a_turn_is_over_at_turn_end_result_or_a_fatal_error():

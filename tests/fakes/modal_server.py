@@ -14,7 +14,9 @@ request so tests can assert what the SDK asked for. Everything else answers UNIM
         fake.function_calls("f")                   # [(args, kwargs)] of every call of f
 
 Fixture: `fake_modal` in tests/modal/conftest.py (copy it or import `FakeModal` elsewhere).
-Sandbox ids look like Modal's v1 ids (`sb-` + 22 characters): the SDK routes on the shape.
+Sandboxes are V1 (`SandboxCreate`, GPU) or V2 (`SandboxCreateV2`, CPU: stdio through the
+task command router, `FakeTaskRouter`), as modal picks by default; their ids have their
+kind's shape (V1: `sb-` + 22 characters), as the SDK routes on it.
 """
 
 from __future__ import annotations

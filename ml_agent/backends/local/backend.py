@@ -44,10 +44,13 @@ class LocalBackend:
         self.warnings: list[str] = []
         self.notes: list[str] = []  # facts `up` states once (which bwrap runs the sandbox)
         self._bwrap: bwrap.Choice | None = None
+        self._checked: Plan | None = None  # the plan `check` passed (`up` checks first)
 
     # -- up ------------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
-        """Everything that can be known before starting, each failure a clear error."""
+        """Everything that can be known before starting, each failure a clear error; the
+        warnings first, so that a failed check still has them (`up` prints them either way)."""
+        self.warnings += envfiles.permission_warnings(self.home)
         if not plan.proxy.enabled:
             raise SandboxError(
                 "the local backend needs the proxy (proxy.enabled: true): the sandbox never "
@@ -65,7 +68,6 @@ class LocalBackend:
         envfiles.proxy_key(self.home, plan.proxy.secret, plan.proxy.upstream, os.environ)
         for name in plan.sandbox.secrets:
             envfiles.read_secret(self.home, name)
-        self.warnings += envfiles.permission_warnings(self.home)
         if plan.syncer.enabled:
             token, why_not = envfiles.syncer_token(self.home, plan.syncer.secret)
             if token is None:
@@ -96,6 +98,7 @@ class LocalBackend:
         self.notes.append(self._bwrap.summary())
         if (warning := self._bwrap.warning()) is not None:
             self.warnings.append(warning)
+        self._checked = plan
 
     def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
         paths = self.prepare(plan, task)
@@ -121,8 +124,9 @@ class LocalBackend:
         if plan.launch is None:
             plan = plan.for_launch(new_run_id())
         assert plan.launch is not None
-        self.progress("checking the local sandbox")
-        self.check(plan)
+        if self._checked is not plan:
+            self.progress("checking the local sandbox")
+            self.check(plan)
         cached = image.cached_venv(plan, self.home)
         if cached is None:
             self.progress("building the local image (first run only; about a minute)")

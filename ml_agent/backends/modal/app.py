@@ -167,7 +167,12 @@ def proxy() -> Any:
     import threading
     import time
 
-    from ml_agent.backends.modal.stores import AppState, ModalTokenStore, ModalUsageSink
+    from ml_agent.backends.modal.stores import (
+        KEY_REFUSED,
+        AppState,
+        ModalTokenStore,
+        ModalUsageSink,
+    )
     from ml_agent.proxy import create_app
 
     app_name = os.environ["ML_AGENT_APP"]
@@ -177,7 +182,7 @@ def proxy() -> Any:
         # For `up`/`attach` to end the run and name proxy.secret (issue 13.2); a modal.Dict
         # write is a network call, so not on the proxy's event loop.
         fact = {"ts": time.time(), "status": status, "type": kind, "message": message}
-        threading.Thread(target=state.put, args=("proxy_key_refused", fact), daemon=True).start()
+        threading.Thread(target=state.put, args=(KEY_REFUSED, fact), daemon=True).start()
 
     return create_app(
         upstream=os.environ["ML_AGENT_PROXY_UPSTREAM"],
@@ -276,12 +281,14 @@ def final_sync(*, uploader: Uploader | None = None) -> dict[str, Any]:
 def finalize_run(
     run_id: str, usage: dict[str, float], status: str | None = None,
     ended_at: float | None = None, record: dict[str, Any] | None = None,
+    error: str | None = None,
 ) -> str:
     """Write the proxy's usage into the run's result.json on the data volume, keep the
     run's registry entry (`record`) beside it as run.json, and commit.
 
     `stop` (and `finish`) call it once the sandbox has ended, so the agent's last write is
-    committed; `status`/`ended_at` fill in a result.json the agent could not finish. The
+    committed; `status`/`ended_at` fill in a result.json the agent could not finish, and
+    `error` (why the launcher ended the run, e.g. a key the upstream refused) fails it. The
     run folder is the durable record of a run: the registry modal.Dict, whose entries
     expire, is rebuilt from the run.json files (`list_runs`).
     """
@@ -293,7 +300,8 @@ def finalize_run(
     volume.reload()  # the sandbox's last commit
     root = Path(os.environ["ML_AGENT_DATA_MOUNT"])
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended_at)) if ended_at else None
-    outcome = merge_proxy_usage(root, run_id, usage, status=status, ended_at=when)
+    outcome = merge_proxy_usage(root, run_id, usage, status=status, ended_at=when,
+                                error=error)
     kept = record is not None and write_run_record(root, run_id, record)
     if outcome == WRITTEN or kept:
         volume.commit()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +32,13 @@ from ml_agent.backends.modal.stdio import (
     stdin_position,
     write_stdin,
 )
-from ml_agent.backends.modal.stores import AppState, ModalTokenStore, ModalUsageSink, RunRegistry
+from ml_agent.backends.modal.stores import (
+    KEY_REFUSED,
+    AppState,
+    ModalTokenStore,
+    ModalUsageSink,
+    RunRegistry,
+)
 from ml_agent.contracts import (
     RunRecord,
     TokenRecord,
@@ -41,6 +48,7 @@ from ml_agent.contracts import (
     protocol,
 )
 from ml_agent.errors import BackendError, RunNotFound
+from ml_agent.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
     import modal
@@ -57,6 +65,9 @@ SYNCER_GRACE_S = 300.0
 TOKEN_SLACK_S = 600.0
 #: modal's return code of a sandbox that reached its timeout (`_result_returncode`).
 TIMED_OUT = 124
+#: How often a followed or finishing run looks for a key the upstream refused: the Claude
+#: CLI would retry the 401 for minutes (issue 13.2); one modal.Dict read each time.
+KEY_CHECK_S = 2.0
 
 SECRET_KEYS = {"proxy": "ANTHROPIC_API_KEY=sk-ant-...", "syncer": "HF_TOKEN=hf_..."}
 
@@ -246,6 +257,7 @@ class ModalBackend:
             app.deploy(name=plan.app)
             url = modal.Function.from_name(plan.app, "proxy").get_web_url()
             state.put("app_hash", wanted)
+            state.put("proxy_secret", plan.proxy.secret)  # named when the key is refused
         if not url:
             raise BackendError(f"app '{plan.app}' was deployed but its proxy has no web URL")
         return url
@@ -355,15 +367,19 @@ class ModalBackend:
         """
         record = self.find(run_id)
         sandbox = self._sandbox(record)
-        first = True
+        # Following: a key the upstream refuses ends the run within seconds, and is said.
+        watch = _KeyWatch(self, record) if follow else None
+        first, last = True, 0
         for _, line in read_lines(sandbox, ("stdout",), follow=follow):
             event = protocol.decode_event(line)
             if event is None:
                 continue
             if first and event["seq"] > 1:
                 yield from self._replay(record, before=event["seq"])
-            first = False
+            first, last = False, event["seq"]
             yield event
+        if watch is not None:
+            yield from watch.end(last)
 
     def _replay(self, record: RunRecord, *, before: int) -> list[dict[str, Any]]:
         """Events `seq < before` from the run's transcript on the data volume."""
@@ -478,6 +494,13 @@ class ModalBackend:
             return record
         sandbox = self._sandbox(record)
         with modal_errors(f"waiting for the end of run {record.run_id}"):
+            while sandbox.poll() is None:
+                if self._key_refusal(record):  # the agent would retry it for minutes
+                    self.progress(f"the proxy's key was refused: stopping sandbox "
+                                  f"{record.sandbox_id}")
+                    sandbox.terminate()
+                    break
+                time.sleep(KEY_CHECK_S)
             code = _wait_for_end(sandbox)
         return self._end(record, status=status_of(code) if code is not None else "failed",
                          exit_code=code)
@@ -486,18 +509,20 @@ class ModalBackend:
         """After the sandbox ended: sync, revoke, record, then write the usage to result.json.
 
         The registry entry is written before result.json, so a failure of the last step
-        leaves the run recorded as ended (with a warning) rather than live.
+        leaves the run recorded as ended (with a warning) rather than live. A run during
+        which the upstream refused the proxy's key failed, whatever the sandbox said.
         """
+        error = self._key_refusal(record, quiet=True)
         self._final_sync(record.app)
         with modal_errors(f"recording the end of run {record.run_id}"):
             self._revoke(record.app, record.run_id)
             usage = ModalUsageSink.for_app(record.app).get(record.run_id)
-            record.status = status
+            record.status = "failed" if error else status
             record.ended_at = time.time()
             record.exit_code = exit_code
             record.cost_usd = usage.get("cost_usd", record.cost_usd)
             self.registry.put(record)
-        self._finalize(record, wait=True, usage=usage)
+        self._finalize(record, wait=True, usage=usage, error=error)
         return record
 
     def _app_function(self, app: str, name: str) -> modal.Function | None:
@@ -527,7 +552,8 @@ class ModalBackend:
         self.progress(f"final metric sync done: {_sync_summary(done)}")
 
     def _finalize(
-        self, record: RunRecord, *, wait: bool, usage: dict[str, float] | None = None
+        self, record: RunRecord, *, wait: bool, usage: dict[str, float] | None = None,
+        error: str | None = None,
     ) -> None:
         """Have the app's `finalize_run` put the proxy's usage into the run's result.json."""
         try:
@@ -541,10 +567,13 @@ class ModalBackend:
                     usage = ModalUsageSink.for_app(record.app).get(record.run_id)
                 args = (record.run_id, usage, record.status, record.ended_at,
                         record.to_dict())
+                # `error` only when there is one: an app deployed before it knows no such
+                # argument, and its runs still end normally.
+                kwargs = {"error": error} if error else {}
                 if not wait:
-                    finalize.spawn(*args)
+                    finalize.spawn(*args, **kwargs)
                     return
-                outcome = finalize.remote(*args)
+                outcome = finalize.remote(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the run has ended either way; say why
             self.progress(f"warning: result.json not updated with the proxy's usage: {exc}")
             return
@@ -554,8 +583,37 @@ class ModalBackend:
         else:
             self.progress(f"warning: {where} not updated with the proxy's usage: {outcome}")
 
+    def _key_refusal(self, record: RunRecord, *, quiet: bool = False) -> str | None:
+        """Why the run failed when the upstream refused the proxy's key while it lived (the
+        proxy notes it in the app's state), naming the Modal secret that holds the key;
+        None otherwise. `quiet`: a failure to look is None, not an error."""
+        try:
+            state = AppState(record.app)
+            fact = state.get(KEY_REFUSED)
+            if not isinstance(fact, dict) or not isinstance(fact.get("ts"), int | float):
+                return None
+            # One proxy serves every run of the app: a refusal before this run began was
+            # another run's (the key may have been fixed since).
+            if fact["ts"] < record.created_at:
+                return None
+            secret = state.get("proxy_secret")
+        except Exception:
+            if quiet:
+                return None
+            raise
+        where = (f"the Modal secret '{secret}'" if isinstance(secret, str) and secret
+                 else "the proxy's Modal secret (`proxy.secret` of the config)")
+        fix = (f"`modal secret create --force {secret} {SECRET_KEYS['proxy']}`"
+               if isinstance(secret, str) and secret else "put a valid key there")
+        return (f"the Anthropic API refused the key in {where} ({fact.get('status')} "
+                f"{fact.get('type') or 'error'}: {fact.get('message') or 'no message'}); "
+                f"{fix}, then start the run again")
+
     def _revoke(self, app: str, run_id: str) -> None:
+        """The run is over: its token worthless, its stdin position forgotten."""
         state = AppState(app)
+        state.forget(f"stdin:{run_id}")
+        self._writers.pop(run_id, None)
         token_hash = state.get(f"token:{run_id}")
         if not token_hash:
             return
@@ -563,6 +621,45 @@ class ModalBackend:
         current = tokens.get(token_hash)
         if current is not None:
             tokens.put(token_hash, TokenRecord(**{**current.to_dict(), "revoked": True}))
+
+
+class _KeyWatch:
+    """While a run is followed, looks every KEY_CHECK_S for a key the upstream refused;
+    then terminates the sandbox (its output ends, and the follower ends the run) and keeps
+    why in `refused`."""
+
+    def __init__(self, backend: ModalBackend, record: RunRecord) -> None:
+        self.refused: str | None = None
+        self._backend, self._record = backend, record
+        self._stopped = threading.Event()
+        threading.Thread(target=self._watch, daemon=True,
+                         name=f"key-watch-{record.run_id}").start()
+
+    def end(self, last_seq: int) -> Iterator[dict[str, Any]]:
+        """The run's output has ended: stop watching; an error event when the key was
+        refused (also when the agent gave up on it before the watch saw it)."""
+        self._stopped.set()
+        why = self.refused or self._backend._key_refusal(self._record, quiet=True)
+        if why:
+            yield {"type": protocol.ERROR, "seq": last_seq + 1, "ts": time.time(),
+                   "message": why, "fatal": True, "kind": "key_refused"}
+
+    def _watch(self) -> None:
+        import modal
+
+        record, failures = self._record, 0
+        while not self._stopped.wait(KEY_CHECK_S):
+            try:
+                why = self._backend._key_refusal(record)
+                if why is not None and not self._stopped.is_set():
+                    self.refused = why
+                    modal.Sandbox.from_id(record.sandbox_id or "").terminate()
+                    return
+                failures = 0
+            except Exception:  # noqa: BLE001 - a blip: look again; Modal gone: stop looking
+                failures += 1
+                if failures >= 3:
+                    return
 
 
 def _token_path(run_id: str) -> Path:
@@ -573,9 +670,7 @@ def _save_token(run_id: str, token: str) -> None:
     """Only the launching machine keeps the raw token (0600), to redact it from output."""
     path = _token_path(run_id)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token)
+    atomic_write_bytes(path, token.encode(), mode=0o600)  # never through a planted link
 
 
 def _sync_summary(done: Any) -> str:

@@ -6,7 +6,8 @@ proxy inside Modal:
     ml-agent-runs      run id -> RunRecord dict           (every app: `ps` lists them all)
     <app>-tokens       sha256(token) -> TokenRecord dict  (the proxy verifies tokens here)
     <app>-usage        run id -> usage totals             (the proxy adds, `ps` reads cost)
-    <app>-state        "app_hash", "syncer_heartbeat", "syncer_call_id"
+    <app>-state        "app_hash", "proxy_secret", "syncer_heartbeat", "syncer_call_id",
+                       KEY_REFUSED, "token:<run>", "stdin:<run>"
     <app>-sync         "<volume>/<project>" -> last upload (the syncer and sync_now share it)
 """
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     import modal
 
 REGISTRY_DICT = "ml-agent-runs"
+#: The proxy's last refusal by the upstream of its key, in `<app>-state`:
+#: {"ts", "status", "type", "message"} (no key); the runs live at `ts` end on it.
+KEY_REFUSED = "proxy_key_refused"
 
 
 # The suffixes are listed in APP_DICT_SUFFIXES, against which the config checks app names.
@@ -131,6 +135,9 @@ class AppState:
 
     def put(self, key: str, value: Any) -> None:
         self._dict[key] = value
+
+    def forget(self, key: str) -> None:
+        self._dict.pop(key, None)
 
 
 class ModalSyncState:
