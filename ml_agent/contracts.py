@@ -127,6 +127,26 @@ class RunRecord:
     cost_usd: float | None = None  # the proxy's metering (so far, while the run lives)
     exit_code: int | None = None
     agent_cost_usd: float | None = None  # what the agent says it spent: a second opinion
+    # One entry per sandbox the run has had (`up --resume` adds one), oldest first; the
+    # fields above describe the run as a whole (status, ended_at and sandbox_id: its last
+    # leg). Each leg: sandbox_id, started_at, ended_at, status. Empty in records written
+    # before legs existed: such a run had one leg.
+    legs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def new_leg(self, now: float) -> None:
+        """A new sandbox for this run starts: the run is `starting` again."""
+        if not self.legs and self.status != "starting":  # a record from before legs
+            self.legs.append({"sandbox_id": self.sandbox_id, "started_at": self.created_at,
+                              "ended_at": self.ended_at, "status": self.status})
+        self.legs.append({"sandbox_id": None, "started_at": now, "ended_at": None,
+                          "status": "starting"})
+        self.status, self.ended_at, self.sandbox_id, self.exit_code = "starting", None, None, None
+
+    def update_leg(self) -> None:
+        """Copy the run's current sandbox_id, status and ended_at into its last leg."""
+        if self.legs:
+            self.legs[-1].update(sandbox_id=self.sandbox_id, status=self.status,
+                                 ended_at=self.ended_at)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

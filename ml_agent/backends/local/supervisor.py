@@ -66,6 +66,9 @@ class Supervisor:
         self.plan = Plan.model_validate(launch["plan"])
         self.task: str | None = launch.get("task")
         self.token: str = launch["token"]
+        # A resumed run (`up --resume`): the proxy's usage of its earlier legs. This leg's
+        # proxy meters from zero against the budget left; the run's cost is the sum.
+        self.prior_usage: dict[str, float] = launch.get("prior_usage") or {}
         self.host = HostLayout(**launch["host"])
         self.home = Path(launch["ml_agent_home"])
         self.stop_reason: str | None = None
@@ -95,6 +98,7 @@ class Supervisor:
         with self._record_lock:
             for key, value in changes.items():
                 setattr(self.record, key, value)
+            self.record.update_leg()
             write_record(self.paths, self.record)
 
     def run(self) -> int:
@@ -288,7 +292,11 @@ class Supervisor:
 
     def _usage(self) -> dict[str, float]:
         proxy = getattr(self, "proxy", None)
-        return dict(proxy.usage.get(self.paths.run_id)) if proxy is not None else {}
+        leg = dict(proxy.usage.get(self.paths.run_id)) if proxy is not None else {}
+        if not self.prior_usage or not leg:
+            return leg or dict(self.prior_usage)
+        keys = {*self.prior_usage, *leg}
+        return {k: self.prior_usage.get(k, 0.0) + leg.get(k, 0.0) for k in keys}
 
     def _meter(self) -> None:
         """`ps` shows the cost so far: the proxy's meter, copied into run.json when it moves
