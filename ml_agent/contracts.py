@@ -142,14 +142,14 @@ class RunRecord:
                           "status": "starting"})
         self.status, self.ended_at, self.sandbox_id, self.exit_code = "starting", None, None, None
 
-    def update_leg(self) -> None:
-        """Copy the run's current sandbox_id, status and ended_at into its last leg."""
-        if self.legs:
-            self.legs[-1].update(sandbox_id=self.sandbox_id, status=self.status,
-                                 ended_at=self.ended_at)
-
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The record as stored; its last leg gets the run's sandbox_id, status and ended_at
+        (every registry write keeps the current leg up to date)."""
+        data = dataclasses.asdict(self)
+        if data["legs"]:
+            data["legs"][-1].update(sandbox_id=self.sandbox_id, status=self.status,
+                                    ended_at=self.ended_at)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:

@@ -64,9 +64,8 @@ def remaining_budget(record: RunRecord, budget_usd: float | None,
     if left <= 0:
         raise BackendError(
             f"run {record.run_id} has spent its budget (proxy.budget_usd ${budget_usd:g}; "
-            f"cost so far ${spent(record, result):.4f}); nothing is left to resume with: "
-            "start a new run (`ml-agent up`) or give this one more with "
-            f"`--set proxy.budget_usd=...`"
+            f"cost so far ${spent(record, result):.4f}): nothing is left to resume it with; "
+            "start a new run (`ml-agent up`)"
         )
     return round(left, 6)
 
@@ -137,8 +136,13 @@ def find_session(data_root: Path, run_id: str, result: dict[str, Any] | None,
         return str(recorded)
     session = newest_session(data_root, run_id) or session_from_events(events)
     if session is None:
-        raise BackendError(
-            f"run {run_id} has no conversation to continue (no session in its result.json, "
-            f"its claude/projects folder or its events): start a new run with `ml-agent up`"
-        )
+        raise no_session(run_id)
     return session
+
+
+def no_session(run_id: str) -> BackendError:
+    """The error for a run whose agent never reached the model: nothing to continue."""
+    return BackendError(
+        f"run {run_id} has no conversation to continue (no session in its result.json, "
+        f"its claude/projects folder or its events): start a new run with `ml-agent up`"
+    )

@@ -100,7 +100,6 @@ def home(tmp_path: Path) -> Path:
     record = _record(status="starting")  # as `up` writes it, then the supervisor
     record.new_leg(record.created_at)
     record.status, record.sandbox_id, record.ended_at = "succeeded", "bwrap:1", time.time()
-    record.update_leg()
     registry.write_record(paths, record)
     return home
 
@@ -159,10 +158,7 @@ def test_ps_counts_the_legs_of_a_resumed_run(home: Path) -> None:
     record = registry.read_record(paths)
     assert "LEGS" not in cli(home, "ps").stdout  # one leg each: no column
     record.new_leg(time.time())
-    record.status, record.sandbox_id = "running", "bwrap:1"
-    record.update_leg()
-    record.status = "timeout"
-    record.update_leg()
+    record.status, record.sandbox_id = "timeout", "bwrap:2"
     registry.write_record(paths, record)
     table = cli(home, "ps").stdout
     assert "LEGS" in table.splitlines()[0] and table.split()[-1] == "2"
@@ -173,6 +169,7 @@ def test_ps_counts_the_legs_of_a_resumed_run(home: Path) -> None:
 def test_a_record_from_before_legs_keeps_its_first_leg() -> None:
     record = _record(sandbox_id="bwrap:7", status="timeout")
     record.new_leg(time.time())
-    assert [(leg["sandbox_id"], leg["status"]) for leg in record.legs] == [
-        ("bwrap:7", "timeout"), (None, "starting")]
-    assert record.status == "starting" and record.sandbox_id is None
+    record.sandbox_id = "bwrap:8"
+    assert [(leg["sandbox_id"], leg["status"]) for leg in record.to_dict()["legs"]] == [
+        ("bwrap:7", "timeout"), ("bwrap:8", "starting")]
+    assert record.status == "starting"

@@ -114,7 +114,6 @@ class LocalBackend:
         resume.check_resumable(record, live=registry.supervisor_pid(paths) is not None)
         if record.status not in FINAL:  # its supervisor died (killed, machine rebooted)
             record.status, record.ended_at = "failed", record.ended_at or time.time()
-            record.update_leg()
         launch = json.loads(paths.launch.read_text())
         plan = Plan.model_validate(launch["plan"])
         data_root = Path(launch["host"]["volumes"][plan.data_volume.key])

@@ -98,7 +98,6 @@ class Supervisor:
         with self._record_lock:
             for key, value in changes.items():
                 setattr(self.record, key, value)
-            self.record.update_leg()
             write_record(self.paths, self.record)
 
     def run(self) -> int:

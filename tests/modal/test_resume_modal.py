@@ -1,0 +1,135 @@
+"""`up --resume` on Modal, through the real CLI and SDK against the fake control plane.
+
+A new sandbox continues an ended run: the same run id and run folder on the data volume,
+the Claude session named in the new sandbox's env, a new run token in the token Dict (the
+old one revoked), the budget left for the agent, one registry entry with two legs. The
+app's real `resume_info`, `finalize_run` and `run_events` run on a temp data folder.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ml_agent.backends.modal.stores import ModalUsageSink
+from ml_agent.cli.app import build_app
+from ml_agent.contracts import ROOT, hash_token, protocol
+from ml_agent.errors import BackendError
+
+A10 = "configs/a10.yaml"
+BUDGET = ("--set", "proxy.budget_usd=1")
+SESSION = "0f1e2d3c-4b5a-4697-8877-665544332211"
+
+
+@pytest.fixture
+def fake(modal_run_end, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    return modal_run_end
+
+
+def ml_agent(*args: str):
+    result = CliRunner().invoke(build_app(), list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def play_agent(data: Path, cost: float, *, session: str | None, first_seq: int):
+    """`fake.on_stdin`: plays agent.py --one-shot for one leg; the proxy meters `cost`."""
+
+    def agent(sandbox, line):
+        task = json.loads(line)["text"]  # the agent's first stdin line
+        run_id = sandbox.tags["ml-agent-run"]
+        folder = data / "runs" / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        result = dict.fromkeys(protocol.RESULT_KEYS)
+        result.update(run_id=run_id, status="succeeded", session_id=session, turns=1)
+        (folder / protocol.RESULT_FILE).write_text(json.dumps(result))
+        events = [
+            {"type": "ready", "seq": first_seq, "ts": 1.0, "model": "m", "run_id": run_id,
+             "mode": "one-shot"},
+            {"type": "assistant_text", "seq": first_seq + 1, "ts": 2.0, "text": f"did {task}"},
+            {"type": "result", "seq": first_seq + 2, "ts": 3.0, "status": "succeeded",
+             "cost_usd": cost, "usage": {}, "turns": 1, "duration_s": 1.0,
+             "session_id": session},
+        ]
+        text = "".join(json.dumps(e) + "\n" for e in events)
+        with (folder / protocol.TRANSCRIPT_FILE).open("a") as transcript:
+            transcript.write(text)
+
+        def work() -> None:
+            ModalUsageSink.for_app("ml-agent").add(run_id, {"requests": 1, "cost_usd": cost})
+            sandbox.write_stdout(text)
+            sandbox.exit(0)
+
+        threading.Thread(target=work).start()  # not on the fake's loop: it calls the SDK
+
+    return agent
+
+
+def _env_of(fake, create) -> dict[str, str]:
+    return fake.secret_env(create.definition.secret_ids[-1])
+
+
+def test_resume_starts_a_new_sandbox_on_the_same_run_with_the_budget_left(fake, tmp_path):
+    data = tmp_path / "data"
+    fake.on_stdin = play_agent(data, 0.25, session=SESSION, first_seq=1)
+    first = ml_agent("up", A10, "--task", "train", *BUDGET)
+    assert first.exit_code == 0, first.output
+    (create1,) = fake.requests("SandboxCreate")
+    (record,) = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    run_id = record["run_id"]
+    token1 = _env_of(fake, create1)["ANTHROPIC_API_KEY"]
+
+    fake.on_stdin = play_agent(data, 0.1, session=SESSION, first_seq=4)
+    second = ml_agent("up", "--resume", run_id, "--task", "evaluate")
+    assert second.exit_code == 0, second.output
+    text = " ".join(second.output.split())
+    assert f"run {run_id} resumed (leg 2)" in text and "did evaluate" in text
+    assert "did train" not in text  # the first leg is not shown again
+
+    create1, create2 = fake.requests("SandboxCreate")
+    env = _env_of(fake, create2)
+    token2 = env["ANTHROPIC_API_KEY"]
+    assert token2 != token1
+    assert env["ML_AGENT_RUN_ID"] == run_id
+    assert env["ML_AGENT_RUN_DIR"] == f"/data/runs/{run_id}"
+    assert env["CLAUDE_CONFIG_DIR"] == f"/data/runs/{run_id}/claude"
+    assert env["ML_AGENT_RESUME_SESSION"] == SESSION
+    assert float(env["ML_AGENT_BUDGET_USD"]) == pytest.approx(0.75)
+    tokens = fake.dict_items("ml-agent-tokens")
+    old, new = tokens[hash_token(token1)], tokens[hash_token(token2)]
+    assert old["revoked"] and old["run_id"] == new["run_id"] == run_id
+    # The proxy meters the run across its legs: the token carries the run's whole budget.
+    assert new["budget_usd"] == 1.0
+
+    (record,) = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    assert record["run_id"] == run_id and record["status"] == "succeeded"
+    assert record["cost_usd"] == pytest.approx(0.35)
+    assert [leg["status"] for leg in record["legs"]] == ["succeeded", "succeeded"]
+    assert len({leg["sandbox_id"] for leg in record["legs"]}) == 2
+    result = json.loads((data / "runs" / run_id / protocol.RESULT_FILE).read_text())
+    assert result["cost_usd"] == pytest.approx(0.35)
+
+
+def test_resume_refuses_a_spent_budget_and_a_live_run(fake, tmp_path):
+    data = tmp_path / "data"
+    fake.on_stdin = play_agent(data, 1.5, session=SESSION, first_seq=1)
+    assert ml_agent("up", A10, "--task", "train", *BUDGET).exit_code == 0
+    (record,) = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    spent = CliRunner().invoke(build_app(), ["up", "--resume", record["run_id"], "-t", "x"])
+    assert isinstance(spent.exception, BackendError)
+    assert "has spent its budget (proxy.budget_usd $1; cost so far $1.5000)" in str(
+        spent.exception)
+    assert len(fake.requests("SandboxCreate")) == 1
+
+    live = ml_agent("up", A10, "--detach")
+    run_id = live.stdout.strip().splitlines()[0]
+    refused = CliRunner().invoke(build_app(), ["up", "--resume", run_id, "--task", "more"])
+    assert isinstance(refused.exception, BackendError)
+    assert f"run {run_id} is still running: `ml-agent attach {run_id}`" in str(
+        refused.exception)
+    assert len(fake.requests("SandboxCreate")) == 2
