@@ -134,10 +134,12 @@ class RunRecord:
     legs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def new_leg(self, now: float) -> None:
-        """A new sandbox for this run starts: the run is `starting` again."""
-        if not self.legs and self.status != "starting":  # a record from before legs
-            self.legs.append({"sandbox_id": self.sandbox_id, "started_at": self.created_at,
-                              "ended_at": self.ended_at, "status": self.status})
+        """A new sandbox for this run starts: the run is `starting` again; the leg before
+        keeps how it ended."""
+        if self.legs:
+            self.legs[-1].update(self._leg_end())
+        elif self.status != "starting":  # a record from before legs: its one leg
+            self.legs.append({"started_at": self.created_at, **self._leg_end()})
         self.legs.append({"sandbox_id": None, "started_at": now, "ended_at": None,
                           "status": "starting"})
         self.status, self.ended_at, self.sandbox_id, self.exit_code = "starting", None, None, None
@@ -147,9 +149,11 @@ class RunRecord:
         (every registry write keeps the current leg up to date)."""
         data = dataclasses.asdict(self)
         if data["legs"]:
-            data["legs"][-1].update(sandbox_id=self.sandbox_id, status=self.status,
-                                    ended_at=self.ended_at)
+            data["legs"][-1].update(self._leg_end())
         return data
+
+    def _leg_end(self) -> dict[str, Any]:
+        return {"sandbox_id": self.sandbox_id, "status": self.status, "ended_at": self.ended_at}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:

@@ -173,3 +173,40 @@ def test_a_record_from_before_legs_keeps_its_first_leg() -> None:
     assert [(leg["sandbox_id"], leg["status"]) for leg in record.to_dict()["legs"]] == [
         ("bwrap:7", "timeout"), ("bwrap:8", "starting")]
     assert record.status == "starting"
+
+
+def test_attach_to_a_resumed_run_follows_the_new_leg_past_the_old_result(home: Path,
+                                                                         live: None) -> None:
+    # The events of a resumed run hold the first leg's `result`; the new leg's `ready`
+    # says the run goes on, so attach follows it to its own end.
+    paths = registry.RunPaths.of(RUN, home)
+
+    def line(seq: int, type_: str, **payload: object) -> str:
+        return json.dumps({"type": type_, "seq": seq, "ts": 1.0, **payload}) + "\n"
+
+    result = {"status": "succeeded", "cost_usd": 0.1, "usage": {}, "turns": 1,
+              "duration_s": 1.0, "session_id": S1}
+    paths.events.write_text(
+        line(1, "ready", run_id=RUN, model="m", mode="one-shot")
+        + line(2, "assistant_text", text="first leg answer")
+        + line(3, "result", **result)
+        + line(4, "ready", run_id=RUN, model="m", mode="one-shot")
+        + line(5, "assistant_text", text="second leg answer")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "ANTHROPIC_"))}
+    env.update(ML_AGENT_HOME=str(home), COLUMNS="100",
+               MODAL_CONFIG_PATH=str(home / "no-modal.toml"))
+    with subprocess.Popen([sys.executable, "-m", "ml_agent", "attach", RUN], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as attach:
+        time.sleep(1.5)  # the replay is done: attach now follows the live leg
+        assert attach.poll() is None, attach.communicate()
+        with paths.events.open("a") as events:
+            events.write(line(6, "assistant_text", text="second leg done")
+                         + line(7, "result", **{**result, "status": "failed"}))
+        record = registry.read_record(paths)
+        record.status = "failed"  # as the supervisor records the end of the leg
+        registry.write_record(paths, record)
+        out, err = attach.communicate(timeout=30)
+    assert "first leg answer" in out and "second leg done" in out
+    assert f"run {RUN} failed" in out + err  # the new leg's result, not the first one's
