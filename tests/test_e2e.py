@@ -398,3 +398,37 @@ def test_resume_after_a_crash_finds_the_session_in_the_run_folder(home, tmp_path
     run = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0]
     assert run["run_id"] == run_id and run["status"] == "succeeded"
     assert [leg["status"] for leg in run["legs"]] == ["failed", "succeeded"]
+
+
+def test_resume_a_task_run_as_a_chat_on_a_terminal(home, tmp_path):
+    # `up --resume RUN` without --task: the user chats with the agent that did the task.
+    from tests.local.helpers import Terminal
+
+    env = {**_env(home, tmp_path), "TERM": "xterm"}
+    with FakeAnthropic(keys={REAL_KEY}) as fake:
+        fake.script(text("Noted the word.", match=main_loop))
+        proc = _cli([*_up_args(fake, "--task", "remember the word pelican")], env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run_id = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0][
+            "run_id"]
+        calls_before = len(fake.message_calls())
+        fake.script(text("It was pelican.", match=main_loop))
+        term = Terminal([CLI, "up", "--resume", run_id], env, ROOT)
+        try:
+            term.expect(f"run {run_id} resumed (leg 2)")
+            term.expect("you>", timeout=300)
+            term.send("which word was it?\r")
+            term.expect("It was pelican.", timeout=300)
+            term.expect("you>")
+            term.send("\x04")  # Ctrl-D: the conversation (this leg) ends
+            term.expect(f"run {run_id} ")
+            assert term.close(300) == 0, term.seen
+        finally:
+            term.cleanup()
+        leg2 = [c for c in fake.message_calls()[calls_before:] if main_loop(c)]
+        said = _user_texts(leg2[0])
+        for earlier in ("remember the word pelican", "Noted the word.", "which word was it?"):
+            assert earlier in said, said
+    assert "Noted the word." not in term.seen  # the first leg is not replayed
+    legs = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0]["legs"]
+    assert [leg["status"] for leg in legs] == ["succeeded", "succeeded"]

@@ -34,11 +34,15 @@ At any moment: Ctrl-D ends the conversation (the agent finishes its turn, the ru
 final metric sync. `--detach` returns at once. A `--task` run ends by printing where its
 result.json, transcript and outputs are.
 
+`--resume RUN` continues a run that has ended (done, stopped, timed out or crashed) in a new
+sandbox: the same conversation and run folder, a new run token, the budget that is left.
+
 Examples:
 
     ml-agent up
     ml-agent up configs/local.yaml --task "fine-tune distilbert on imdb for one epoch"
     ml-agent up configs/a10.yaml --detach --set sandbox.timeout=4h
+    ml-agent up --resume 20261126-0315-a1b2c3 --task "now evaluate it on the test split"
 """
 
 Sets = typer.Option([], "--set", metavar="KEY=VALUE",

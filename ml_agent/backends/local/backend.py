@@ -114,8 +114,12 @@ class LocalBackend:
         resume.check_resumable(record, live=registry.supervisor_pid(paths) is not None)
         if record.status not in FINAL:  # its supervisor died (killed, machine rebooted)
             record.status, record.ended_at = "failed", record.ended_at or time.time()
-        launch = json.loads(paths.launch.read_text())
-        plan = Plan.model_validate(launch["plan"])
+        try:  # our own file (0600), written by `up`
+            launch = json.loads(paths.launch.read_text())
+            plan = Plan.model_validate(launch["plan"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise BackendError(f"run {paths.run_id} cannot be resumed: its launch record "
+                               f"{paths.launch} is unreadable ({exc})") from None
         data_root = Path(launch["host"]["volumes"][plan.data_volume.key])
         result = resume.read_result(data_root, paths.run_id)
         budget = launch.get("run_budget_usd", plan.proxy.budget_usd)
