@@ -133,3 +133,21 @@ def test_resume_refuses_a_spent_budget_and_a_live_run(fake, tmp_path):
     assert f"run {run_id} is still running: `ml-agent attach {run_id}`" in str(
         refused.exception)
     assert len(fake.requests("SandboxCreate")) == 2
+
+
+@pytest.mark.parametrize("config", [A10, "configs/cpu.yaml"])  # stdin V1 (index), V2 (offset)
+def test_a_resumed_sandbox_numbers_its_stdin_from_the_start(fake, tmp_path, config):
+    # Leg 1 took its task on stdin; leg 2 is a new sandbox: a later process (attach) that
+    # writes to it must not continue leg 1's numbering (Modal would refuse or drop it).
+    from ml_agent.backends.modal import ModalBackend
+
+    fake.on_stdin = play_agent(tmp_path / "data", 0.1, session=SESSION, first_seq=1)
+    assert ml_agent("up", config, "--task", "train").exit_code == 0
+    (record,) = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    fake.on_stdin = lambda sandbox, data: None
+    resumed = ml_agent("up", "--resume", record["run_id"], "--detach")
+    assert resumed.exit_code == 0, resumed.output
+    line = protocol.encode_input(protocol.IN_USER, text="hello again")
+    ModalBackend().send(record["run_id"], line)  # another process: a fresh handle
+    first, second = fake.sandboxes.values()
+    assert second.stdin_text == line and not second.stdin_dropped

@@ -174,6 +174,8 @@ class ModalBackend:
             self.registry.put(run)
             if resumed is None:  # what `up --resume` starts from (--set overrides included)
                 state.put(f"plan:{run_id}", plan.model_dump(mode="json"))
+            else:  # a new sandbox numbers its stdin from the start, not where the last left
+                state.put(f"stdin:{run_id}", stdin_position(sandbox))
         self._writers[run_id] = sandbox
         if task is not None:  # one-shot: the task is the agent's first stdin line
             try:
