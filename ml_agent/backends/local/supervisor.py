@@ -74,7 +74,7 @@ class Supervisor:
         self.stop_reason: str | None = None
         self.failure: str | None = None  # why the run failed, when the supervisor knows
         self.key_source = "the proxy's key"
-        self._last_seq = 0
+        self._last_seq = _last_seq(paths.events)  # a resumed run's earlier legs count
         self._stop = threading.Event()
         self._log = open(paths.log, "a", buffering=1)  # noqa: SIM115 - lives as long as we do
         self.result_event: dict[str, Any] | None = None
@@ -367,6 +367,16 @@ def _sandbox_child(status_fd: int, timeout: float = 60.0) -> int | None:
                 if isinstance(pid, int):
                     return pid
     return None
+
+
+def _last_seq(path: Path) -> int:
+    """The highest seq in an events file (0 when there is none)."""
+    last = 0
+    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            event = protocol.decode_event(line)
+            last = max(last, event["seq"]) if event is not None else last
+    return last
 
 
 def _last_line(path: Path) -> str:
