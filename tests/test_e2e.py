@@ -358,10 +358,11 @@ def test_resume_continues_the_conversation_in_a_new_sandbox(home, tmp_path):
     assert "LEGS" in table
 
 
-def test_resume_after_a_crash_finds_the_session_in_the_run_folder(home, tmp_path):
-    # The supervisor and its sandbox are killed mid-tool-call (a crash: no final
-    # result.json, no session id in it): `up --resume` continues the newest session under
-    # the run's claude/projects folder, and the crashed leg shows as failed.
+@pytest.mark.parametrize("end", ["crash", "stop"])
+def test_resume_after_a_crash_or_a_stop_mid_tool_call(home, tmp_path, end):
+    # The run ends mid-tool-call. A crash (the supervisor and its sandbox killed): no final
+    # result.json, no session id in it, so `up --resume` continues the newest session under
+    # the run's claude/projects folder. A stop: the agent records its session as it ends.
     import signal
 
     env = _env(home, tmp_path)
@@ -379,12 +380,16 @@ def test_resume_after_a_crash_finds_the_session_in_the_run_folder(home, tmp_path
         while not (data / "long-started").exists():
             assert time.monotonic() < deadline, "the tool call never started"
             time.sleep(0.1)
-        pid = int((home / "runs" / run_id / "supervisor.pid").read_text())
-        os.killpg(pid, signal.SIGKILL)  # supervisor, bwrap, agent: the whole session
-        while Path(f"/proc/{pid}").exists():
-            time.sleep(0.05)
-        assert json.loads((data / "runs" / run_id / "result.json").read_text())[
-            "session_id"] is None
+        if end == "stop":
+            assert _cli(["stop", run_id], env).returncode == 0
+        else:
+            pid = int((home / "runs" / run_id / "supervisor.pid").read_text())
+            os.killpg(pid, signal.SIGKILL)  # supervisor, bwrap, agent: the whole session
+            while Path(f"/proc/{pid}").exists():
+                time.sleep(0.05)
+        session = json.loads((data / "runs" / run_id / "result.json").read_text())[
+            "session_id"]
+        assert (session is None) is (end == "crash")
 
         fake.script(text("Picked up where we left off.", match=main_loop))
         calls_before = len(fake.message_calls())
@@ -397,7 +402,8 @@ def test_resume_after_a_crash_finds_the_session_in_the_run_folder(home, tmp_path
 
     run = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0]
     assert run["run_id"] == run_id and run["status"] == "succeeded"
-    assert [leg["status"] for leg in run["legs"]] == ["failed", "succeeded"]
+    first = {"crash": "failed", "stop": "stopped"}[end]
+    assert [leg["status"] for leg in run["legs"]] == [first, "succeeded"]
 
 
 def test_resume_a_task_run_as_a_chat_on_a_terminal(home, tmp_path):
