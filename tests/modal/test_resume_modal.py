@@ -151,3 +151,30 @@ def test_a_resumed_sandbox_numbers_its_stdin_from_the_start(fake, tmp_path, conf
     ModalBackend().send(record["run_id"], line)  # another process: a fresh handle
     first, second = fake.sandboxes.values()
     assert second.stdin_text == line and not second.stdin_dropped
+
+
+def test_a_run_whose_sandbox_timed_out_is_resumed(fake, tmp_path):
+    # Modal caps a sandbox at 24 h: the run's sandbox reached its timeout (exit code 124)
+    # while nobody followed it; resume notices, records the leg as timed out, and goes on.
+    data = tmp_path / "data"
+    up = ml_agent("up", A10, "--detach")
+    run_id = up.stdout.strip().splitlines()[0]
+    folder = data / "runs" / run_id
+    folder.mkdir(parents=True)
+    result = dict.fromkeys(protocol.RESULT_KEYS)
+    result.update(run_id=run_id, status="running", session_id=SESSION)
+    (folder / protocol.RESULT_FILE).write_text(json.dumps(result))
+    (first,) = fake.sandboxes.values()
+    first.exit(124)
+
+    fake.on_stdin = play_agent(data, 0.1, session=SESSION, first_seq=1)
+    resumed = ml_agent("up", "--resume", run_id, "--task", "carry on")
+    assert resumed.exit_code == 0, resumed.output
+    assert "did carry on" in resumed.output
+    (record,) = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    assert [leg["status"] for leg in record["legs"]] == ["timeout", "succeeded"]
+    _, create2 = fake.requests("SandboxCreate")
+    assert _env_of(fake, create2)["ML_AGENT_RESUME_SESSION"] == SESSION
+    # Nobody ended leg 1: resume revoked its token before minting leg 2's (ended since).
+    assert all(t["revoked"] for t in fake.dict_items("ml-agent-tokens").values())
+    assert len(fake.dict_items("ml-agent-tokens")) == 2
