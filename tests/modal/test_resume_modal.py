@@ -178,3 +178,26 @@ def test_a_run_whose_sandbox_timed_out_is_resumed(fake, tmp_path):
     # Nobody ended leg 1: resume revoked its token before minting leg 2's (ended since).
     assert all(t["revoked"] for t in fake.dict_items("ml-agent-tokens").values())
     assert len(fake.dict_items("ml-agent-tokens")) == 2
+
+
+def test_an_app_deployed_before_resume_info_gives_the_session_from_the_run_events(fake,
+                                                                                  tmp_path):
+    # An app deployed by an older ml-agent has no `resume_info`: the session comes from the
+    # run's events (its transcript, through `run_events`), the cost from the registry.
+    data = tmp_path / "data"
+    fake.on_stdin = play_agent(data, 0.25, session=SESSION, first_seq=1)
+    assert ml_agent("up", A10, "--task", "train", *BUDGET).exit_code == 0
+    (record,) = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    servicer = fake.servicer
+    app_id = servicer.deployed_apps["ml-agent"]
+    del servicer.app_objects[app_id]["resume_info"]  # as the older deployment was
+    (data / "runs" / record["run_id"] / protocol.RESULT_FILE).unlink()  # and no result.json
+
+    fake.on_stdin = play_agent(data, 0.1, session=SESSION, first_seq=4)
+    resumed = ml_agent("up", "--resume", record["run_id"], "--task", "evaluate")
+    assert resumed.exit_code == 0, resumed.output
+    _, create2 = fake.requests("SandboxCreate")
+    env = _env_of(fake, create2)
+    assert env["ML_AGENT_RESUME_SESSION"] == SESSION
+    assert float(env["ML_AGENT_BUDGET_USD"]) == pytest.approx(0.75)
+    assert fake.function_calls("run_events")
