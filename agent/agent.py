@@ -97,6 +97,7 @@ class Settings:
     hf_namespace: str
     config_dir: Path
     config_hash: str | None
+    resume_session: str | None = None  # a resumed run: the Claude session it continues
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
@@ -117,6 +118,9 @@ class Settings:
             budget_usd = float(budget) if budget else None
         except ValueError as exc:
             raise SetupError(f"ML_AGENT_MAX_TURNS / ML_AGENT_BUDGET_USD: {exc}") from None
+        resume = get("ML_AGENT_RESUME_SESSION")
+        if resume and not set(resume) <= protocol.SESSION_ID_CHARS:
+            raise SetupError(f"ML_AGENT_RESUME_SESSION is not a session id (got {resume!r})")
         return cls(
             run_id=get("ML_AGENT_RUN_ID") or run_dir.name,
             run_dir=run_dir,
@@ -129,6 +133,7 @@ class Settings:
             hf_namespace=get("ML_AGENT_HF_NAMESPACE"),
             config_dir=Path(get("CLAUDE_CONFIG_DIR") or run_dir / "claude"),
             config_hash=get("ML_AGENT_CONFIG_HASH") or None,
+            resume_session=resume or None,
         )
 
 
@@ -371,7 +376,8 @@ class Agent:
         self.settings = settings
         self.records = records
         self.one_shot = one_shot
-        self.totals = Totals()
+        # A resumed run's result.json names its session from the start (a crash keeps it).
+        self.totals = Totals(session_id=settings.resume_session)
         self.client: Any = None
         self.sdk: types.SimpleNamespace | None = None
         self.in_turn = False
@@ -424,6 +430,7 @@ class Agent:
             setting_sources=["project"],  # .claude/CLAUDE.md and settings of the workdir
             skills="all",
             max_buffer_size=32 * 1024 * 1024,  # big tool outputs come as one JSON line
+            resume=s.resume_session,  # `up --resume`: the same session, its history included
         )
 
     async def turn(self, text: str) -> str:

@@ -28,7 +28,11 @@ ENV: Final[Mapping[str, str]] = {
     "ML_AGENT_HF_NAMESPACE": "the HF user or org the syncer publishes to; may be empty",
     "ML_AGENT_CONFIG_HASH": "the Plan's content hash, recorded in result.json; may be empty",
     "CLAUDE_CONFIG_DIR": "inside the run folder, so a conversation can be resumed",
+    "ML_AGENT_RESUME_SESSION": "the Claude session id a resumed run continues; empty = a new one",
 }
+
+#: A Claude session id (the CLI's own: a UUID). Both sides check it before it is passed on.
+SESSION_ID_CHARS: Final = frozenset("0123456789abcdef-")
 
 # -- The agent's command ------------------------------------------------------------------
 # `python <entrypoint>` runs interactively; `python <entrypoint> --one-shot` runs one task to

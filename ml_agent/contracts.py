@@ -130,9 +130,33 @@ class RunRecord:
     data_volume: str | None = None  # the data volume's name (run folders: <it>/runs/<run id>)
     trackio_volume: str | None = None  # the volume holding the trackio databases, if any
     sweep: str | None = None  # the sweep id that launched the run, if any
+    # One entry per sandbox the run has had (`up --resume` adds one), oldest first; the
+    # fields above describe the run as a whole (status, ended_at and sandbox_id: its last
+    # leg). Each leg: sandbox_id, started_at, ended_at, status. Empty in records written
+    # before legs existed: such a run had one leg.
+    legs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def new_leg(self, now: float) -> None:
+        """A new sandbox for this run starts: the run is `starting` again; the leg before
+        keeps how it ended."""
+        if self.legs:
+            self.legs[-1].update(self._leg_end())
+        elif self.status != "starting":  # a record from before legs: its one leg
+            self.legs.append({"started_at": self.created_at, **self._leg_end()})
+        self.legs.append({"sandbox_id": None, "started_at": now, "ended_at": None,
+                          "status": "starting"})
+        self.status, self.ended_at, self.sandbox_id, self.exit_code = "starting", None, None, None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The record as stored; its last leg gets the run's sandbox_id, status and ended_at
+        (every registry write keeps the current leg up to date)."""
+        data = dataclasses.asdict(self)
+        if data["legs"]:
+            data["legs"][-1].update(self._leg_end())
+        return data
+
+    def _leg_end(self) -> dict[str, Any]:
+        return {"sandbox_id": self.sandbox_id, "status": self.status, "ended_at": self.ended_at}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:

@@ -138,6 +138,7 @@ class LaunchPlan(_Frozen):
     # The sweep that launches this run: recorded in the registry by the backend, and left
     # out of the plan's JSON (a run's plan is the same whether a sweep launched it or not).
     sweep: str | None = Field(default=None, exclude=True)
+    resume_session: str | None = None  # `up --resume`: the Claude session the run continues
 
 
 #: Shown for the proxy URL in a plan: it is known only once the proxy is deployed/started.
@@ -167,15 +168,17 @@ class Plan(_Frozen):
         return next(v for v in self.volumes if v.key == "data")
 
     def for_launch(
-        self, run_id: str, *, base_url: str = PROXY_URL_PLACEHOLDER, sweep: str | None = None
+        self, run_id: str, *, base_url: str = PROXY_URL_PLACEHOLDER, sweep: str | None = None,
+        resume_session: str | None = None,
     ) -> Plan:
         """This plan with its per-launch parts; the token is `contracts.TOKEN_PLACEHOLDER`.
 
         The launcher calls `launch_env(plan, base_url=..., token=...)` for the real env.
+        `resume_session`: a resumed run's Claude session (`up --resume`).
         """
         launch = LaunchPlan(
             run_id=run_id, run_dir=contracts.run_dir(self.data_volume.mount, run_id), env={},
-            sweep=sweep,
+            sweep=sweep, resume_session=resume_session,
         )
         planned = self.model_copy(update={"launch": launch})
         env = _launcher_env(planned, base_url=base_url, token=contracts.TOKEN_PLACEHOLDER)
@@ -332,6 +335,7 @@ def _launcher_env(plan: Plan, *, base_url: str, token: str) -> dict[str, str]:
         "ML_AGENT_HF_NAMESPACE": (plan.syncer.namespace or "") if plan.syncer.enabled else "",
         "ML_AGENT_CONFIG_HASH": plan.config_hash,
         "CLAUDE_CONFIG_DIR": f"{launch.run_dir}/claude",
+        "ML_AGENT_RESUME_SESSION": launch.resume_session or "",
     }
     assert env.keys() == contracts.protocol.ENV.keys(), "plan.py and agent/protocol.py ENV differ"
     return env

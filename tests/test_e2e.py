@@ -282,3 +282,159 @@ def test_no_secret_is_readable_in_the_sandbox_nor_on_any_command_line(home, tmp_
             assert secret not in cmdline, pid
     assert token not in output and REAL_KEY not in output
 
+
+
+def _user_texts(call) -> str:
+    """Everything the request's messages say, as one string (the conversation so far)."""
+    return json.dumps(call.json.get("messages", []))
+
+
+def test_resume_continues_the_conversation_in_a_new_sandbox(home, tmp_path):
+    # Leg 1 runs a task and ends; `up --resume` starts leg 2 on the same run: its first
+    # model request carries leg 1's conversation (the Claude session, kept in the run
+    # folder, continued), with a new run token and the budget left, and `ps` shows one run
+    # with two legs.
+    env = _env(home, tmp_path)
+    data = home / "volumes" / "sandbox-data"
+    with FakeAnthropic(keys={REAL_KEY}) as fake:
+        fake.script(
+            tool_use("Bash", {"command": "echo leg-one-marker > /data/leg1.txt"},
+                     match=main_loop),
+            text("First leg done: the marker is written.", match=main_loop),
+        )
+        budget = 5.0
+        proc = _cli([*_up_args(fake, "--task", "write the marker"),
+                     "--set", f"proxy.budget_usd={budget}"], env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)
+        run_id = runs[0]["run_id"]
+        first = json.loads((data / "runs" / run_id / "result.json").read_text())
+        session = first["session_id"]
+        token1 = json.loads((home / "runs" / run_id / "launch.json").read_text())["token"]
+        cost1 = first["cost_usd"]
+        assert session and cost1 and cost1 > 0
+        calls_before = len(fake.message_calls())
+
+        fake.script(
+            tool_use("Bash", {"command": "env > /data/env2.txt"}, match=main_loop),
+            text("Second leg done.", match=main_loop),
+        )
+        resumed = _cli(["up", "--resume", run_id, "--task", "now continue"], env)
+        output = resumed.stdout + resumed.stderr
+        assert resumed.returncode == 0, output
+        assert "Second leg done." in resumed.stdout
+        assert "First leg done" not in resumed.stdout  # the earlier leg is not replayed
+        assert f"run {run_id} resumed (leg 2)" in resumed.stderr
+
+        leg2 = [c for c in fake.message_calls()[calls_before:] if main_loop(c)]
+        assert leg2, "leg 2 made no model request"
+        said = _user_texts(leg2[0])
+        # The conversation continued: leg 1's task, tool call and answer, then the new task.
+        for earlier in ("write the marker", "leg-one-marker", "First leg done"):
+            assert earlier in said, said
+        assert "now continue" in said
+        assert {c.api_key for c in fake.message_calls()} == {REAL_KEY}
+
+    runs = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)
+    assert [r["run_id"] for r in runs] == [run_id]  # one run, not two
+    run = runs[0]
+    assert run["status"] == "succeeded"
+    assert [leg["status"] for leg in run["legs"]] == ["succeeded", "succeeded"]
+    assert len({leg["sandbox_id"] for leg in run["legs"]}) == 2
+    assert all(leg["started_at"] <= leg["ended_at"] for leg in run["legs"])
+
+    token2 = json.loads((home / "runs" / run_id / "launch.json").read_text())["token"]
+    inside = (data / "env2.txt").read_text()
+    assert token2 != token1 and f"ANTHROPIC_API_KEY={token2}\n" in inside
+    assert f"ML_AGENT_RESUME_SESSION={session}\n" in inside
+    left = float(inside.split("ML_AGENT_BUDGET_USD=")[1].split()[0])
+    assert left == pytest.approx(budget - cost1, abs=1e-5)
+    # The run's cost is the proxy's metering over both legs.
+    result = json.loads((data / "runs" / run_id / "result.json").read_text())
+    assert result["cost_usd"] == pytest.approx(run["cost_usd"])
+    assert result["cost_usd"] > cost1
+    assert token1 not in output and token2 not in output
+    table = _cli(["ps", "--backend", "local"], env).stdout
+    assert "LEGS" in table
+
+
+@pytest.mark.parametrize("end", ["crash", "stop"])
+def test_resume_after_a_crash_or_a_stop_mid_tool_call(home, tmp_path, end):
+    # The run ends mid-tool-call. A crash (the supervisor and its sandbox killed): no final
+    # result.json, no session id in it, so `up --resume` continues the newest session under
+    # the run's claude/projects folder. A stop: the agent records its session as it ends.
+    import signal
+
+    env = _env(home, tmp_path)
+    data = home / "volumes" / "sandbox-data"
+    with FakeAnthropic(keys={REAL_KEY}) as fake:
+        fake.script(
+            tool_use("Bash", {"command": "touch /data/long-started && sleep 300"},
+                     match=main_loop),
+        )
+        proc = _cli([*_up_args(fake, "--task", "start the crash-marker job", "--detach")],
+                    env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run_id = proc.stdout.strip()
+        deadline = time.monotonic() + 300
+        while not (data / "long-started").exists():
+            assert time.monotonic() < deadline, "the tool call never started"
+            time.sleep(0.1)
+        if end == "stop":
+            assert _cli(["stop", run_id], env).returncode == 0
+        else:
+            pid = int((home / "runs" / run_id / "supervisor.pid").read_text())
+            os.killpg(pid, signal.SIGKILL)  # supervisor, bwrap, agent: the whole session
+            while Path(f"/proc/{pid}").exists():
+                time.sleep(0.05)
+        session = json.loads((data / "runs" / run_id / "result.json").read_text())[
+            "session_id"]
+        assert (session is None) is (end == "crash")
+
+        fake.script(text("Picked up where we left off.", match=main_loop))
+        calls_before = len(fake.message_calls())
+        resumed = _cli(["up", "--resume", run_id, "--task", "carry on"], env)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert "Picked up where we left off." in resumed.stdout
+        leg2 = [c for c in fake.message_calls()[calls_before:] if main_loop(c)]
+        said = _user_texts(leg2[0])
+        assert "start the crash-marker job" in said and "carry on" in said, said
+
+    run = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0]
+    assert run["run_id"] == run_id and run["status"] == "succeeded"
+    first = {"crash": "failed", "stop": "stopped"}[end]
+    assert [leg["status"] for leg in run["legs"]] == [first, "succeeded"]
+
+
+def test_resume_a_task_run_as_a_chat_on_a_terminal(home, tmp_path):
+    # `up --resume RUN` without --task: the user chats with the agent that did the task.
+    from tests.local.helpers import Terminal
+
+    env = {**_env(home, tmp_path), "TERM": "xterm"}
+    with FakeAnthropic(keys={REAL_KEY}) as fake:
+        fake.script(text("Noted the word.", match=main_loop))
+        proc = _cli([*_up_args(fake, "--task", "remember the word pelican")], env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        run_id = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0][
+            "run_id"]
+        calls_before = len(fake.message_calls())
+        fake.script(text("It was pelican.", match=main_loop))
+        term = Terminal([CLI, "up", "--resume", run_id], env, ROOT)
+        try:
+            term.expect(f"run {run_id} resumed (leg 2)")
+            term.expect("you>", timeout=300)
+            term.send("which word was it?\r")
+            term.expect("It was pelican.", timeout=300)
+            term.expect("you>")
+            term.send("\x04")  # Ctrl-D: the conversation (this leg) ends
+            term.expect(f"run {run_id} ")
+            assert term.close(300) == 0, term.seen
+        finally:
+            term.cleanup()
+        leg2 = [c for c in fake.message_calls()[calls_before:] if main_loop(c)]
+        said = _user_texts(leg2[0])
+        for earlier in ("remember the word pelican", "Noted the word.", "which word was it?"):
+            assert earlier in said, said
+    assert "Noted the word." not in term.seen  # the first leg is not replayed
+    legs = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0]["legs"]
+    assert [leg["status"] for leg in legs] == ["succeeded", "succeeded"]

@@ -34,11 +34,15 @@ At any moment: Ctrl-D ends the conversation (the agent finishes its turn, the ru
 final metric sync. `--detach` returns at once. A `--task` run ends by printing where its
 result.json, transcript and outputs are.
 
+`--resume RUN` continues a run that has ended (done, stopped, timed out or crashed) in a new
+sandbox: the same conversation and run folder, a new run token, the budget that is left.
+
 Examples:
 
     ml-agent up
     ml-agent up configs/local.yaml --task "fine-tune distilbert on imdb for one epoch"
     ml-agent up configs/a10.yaml --detach --set sandbox.timeout=4h
+    ml-agent up --resume 20261126-0315-a1b2c3 --task "now evaluate it on the test split"
 """
 
 Sets = typer.Option([], "--set", metavar="KEY=VALUE",
@@ -240,7 +244,17 @@ def up(
         help="Let extends: and src: name files in PATH, outside the project tree (also "
         "$ML_AGENT_ALLOW_OUTSIDE).",
     ),
+    resume: str = typer.Option(None, "--resume", metavar="RUN",
+                               help="Continue an ended run's conversation in a new sandbox "
+                               "(same run folder, new token, the budget left)."),
 ) -> None:
+    if resume is not None:
+        if config or sets or backend or allow:
+            raise typer.BadParameter("--resume continues a run with its own config: give no "
+                                     "CONFIG, --set, --backend or --allow-outside with it",
+                                     param_hint="'--resume'")
+        _resume(resume, task=task, detach=detach)
+        return
     from ml_agent.config import load_config
     from ml_agent.contracts import CONFIGS_DIR, new_run_id
     from ml_agent.plan import build_plan
@@ -297,6 +311,37 @@ def _say_warnings(runner: Backend, said: set[str]) -> None:
             err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
+def _resume(run: str, *, task: str | None, detach: bool) -> None:
+    """`up --resume RUN`: a new leg of an ended run, then chat, a task, or detach (as `up`)."""
+    runner, run_id = _backend_for(run)
+    resumer: Callable[..., RunRecord] | None = getattr(runner, "resume", None)
+    if resumer is None:
+        raise typer.BadParameter(f"the {runner.name} backend cannot resume runs",
+                                 param_hint="'--resume'")
+    if task is None and not detach and not sys.stdin.isatty():
+        raise typer.BadParameter("stdin is not a terminal: give a --task, or use --detach")
+    since = 0  # the earlier legs' events: not shown again
+    with contextlib.suppress(MlAgentError):
+        since = max((e["seq"] for e in runner.events(run_id, follow=False)), default=0)
+    err = _err()
+    with err.status(f"resuming run {run_id}…") as status:
+        if hasattr(runner, "progress"):
+            runner.progress = _progress(status)  # type: ignore[attr-defined]
+        try:
+            record = resumer(run_id, task=task, detach=detach)
+        except KeyboardInterrupt:
+            err.print(f"interrupted: run {run_id} was not resumed")
+            raise typer.Exit(130) from None
+    _say_warnings(runner, set())
+    legs = max(len(record.legs), 1)
+    err.print(f"run {run_id} resumed (leg {legs})", highlight=False)
+    if detach:
+        _console().print(record.run_id, highlight=False)
+        err.print(f"`ml-agent attach {run_id}` to join, `ml-agent stop {run_id}` to stop")
+        return
+    raise typer.Exit(_converse(runner, record.run_id, one_shot=task is not None, since=since))
+
+
 def _progress(status: Any) -> Any:
     """Steps and details on a terminal's status line; only the steps in a log (no TTY)."""
     err = _err()
@@ -333,10 +378,11 @@ def attach(run: str = typer.Argument(..., help="Run id (or a unique prefix).")) 
     raise typer.Exit(_converse(runner, run_id, one_shot=False))
 
 
-def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
+def _converse(backend: Backend, run_id: str, *, one_shot: bool, since: int = 0) -> int:
     """Follow a run's events and, on a terminal, read the keyboard at the same time: a
     message, `/detach`, Ctrl-D or Ctrl-C is acted on at any moment, also during a long tool
-    call and when attached to a `--task` run. The exit code of the agent."""
+    call and when attached to a `--task` run. The exit code of the agent. Events up to seq
+    `since` are not shown (a resumed run's earlier legs)."""
     import queue
     import threading
 
@@ -354,9 +400,11 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
         last = 0
         for event in protocol.dedupe(backend.events(run_id, follow=False)):
             last = event["seq"]
+            if last <= since:
+                continue
             renderer.render(event)
             state.saw(event)
-            result = event if event["type"] == protocol.RESULT else result
+            result = _ended_by(event, result)
         # The live events come from a thread: the main thread reads the keyboard meanwhile.
         events: queue.Queue[dict[str, Any] | BaseException | None] = queue.Queue()
 
@@ -373,7 +421,7 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
             threading.Thread(target=pump, daemon=True, name="events").start()
         if keys is not None and result is None:
             _err().print(f"[dim]{chat.KEYS_HELP_TASK if state.one_shot else chat.KEYS_HELP}[/]")
-        if last == 0:  # the agent is still starting (its Claude CLI): say so until it speaks
+        if last <= since:  # the agent is still starting (its Claude CLI): say so until it speaks
             activity.start("waiting for the agent to start")
         prompted = False
         # Until the stream ends, also after the result: the run's end (status recorded, the
@@ -426,7 +474,7 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
                 activity.stop()
                 renderer.render(item)
                 state.saw(item)
-                result = item if item["type"] == protocol.RESULT else result
+                result = _ended_by(item, result)
                 if item["type"] == protocol.TOOL_USE:
                     activity.start(f"{item.get('name', 'tool')} running")
                 if result is not None and keys is not None:
@@ -460,6 +508,16 @@ def _converse(backend: Backend, run_id: str, *, one_shot: bool) -> int:
     return 0 if status == "succeeded" else 1
 
 
+def _ended_by(event: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The `result` event that ended the run so far: a `ready` after it starts a new leg of
+    the run (`up --resume`), which has not ended."""
+    from ml_agent.contracts import protocol
+
+    if event["type"] == protocol.RESULT:
+        return event
+    return None if event["type"] == protocol.READY else result
+
+
 class _Conversation:
     """What the replayed and live events say about the conversation."""
 
@@ -471,8 +529,8 @@ class _Conversation:
         from ml_agent.cli import chat
         from ml_agent.contracts import protocol
 
-        if event["type"] == protocol.READY and event.get("mode") == "one-shot":
-            self.one_shot = True
+        if event["type"] == protocol.READY:  # each leg of a resumed run says its own mode
+            self.one_shot = event.get("mode") == "one-shot"
         self.waiting = chat.turn_over(event) or event["type"] == protocol.READY
 
 
@@ -584,12 +642,15 @@ def ps(
     from ml_agent.cli.table import print_table
 
     now = time.time()
+    # LEGS: the sandboxes a resumed run has had (`up --resume`), shown once a run has two.
+    legs = any(len(r.legs) > 1 for r in records)
     cells = [[r.run_id, r.status, r.backend, r.config, r.gpu or "-", _age(now - r.created_at),
-              _cost(r)] for r in records]
+              _cost(r), *([str(max(len(r.legs), 1))] if legs else [])] for r in records]
     if not records:
         _err().print("no runs yet: `ml-agent up` starts one")
         return
-    print_table(("RUN", "STATUS", "BACKEND", "CONFIG", "GPU", "AGE", "COST"), cells)
+    print_table(("RUN", "STATUS", "BACKEND", "CONFIG", "GPU", "AGE", "COST",
+                 *(["LEGS"] if legs else [])), cells)
 
 
 def _cost(record: RunRecord) -> str:

@@ -3,6 +3,7 @@ a stop that arrives before the sandbox started, and a run that ends without resu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ml_agent.backends.local import LocalBackend, registry
-from ml_agent.backends.local.supervisor import Supervisor
+from ml_agent.backends.local.supervisor import Supervisor, _last_seq
 from tests.local.helpers import AGENT, processes_of, seeded_plan
 
 #: Rewrites the pid file until killed, while this test's process reads it; its command line
@@ -122,7 +123,7 @@ SPARSE = """
 import resource, sys
 from pathlib import Path
 from ml_agent.backends.local import registry
-from ml_agent.backends.local.supervisor import Supervisor
+from ml_agent.backends.local.supervisor import Supervisor, _last_seq
 supervisor = Supervisor(registry.RunPaths(Path(sys.argv[1])))
 with open(sys.argv[2], "wb") as fh:
     fh.truncate(2 << 30)
@@ -143,3 +144,14 @@ def test_a_sparse_2_gib_result_json_is_refused_unread(home):
     assert int(out.stdout) < 8 * 1024  # KiB
     assert "result.json is 2147483648 bytes, over the 4194304 byte limit" \
         in supervisor.paths.log.read_text()
+
+
+def test_a_resumed_runs_own_events_are_numbered_after_its_earlier_legs(tmp_path):
+    # The supervisor's own event (a key the upstream refused) must not reuse a seq of an
+    # earlier leg: a client de-duplicating by seq would drop it.
+    events = tmp_path / "events.jsonl"
+    assert _last_seq(events) == 0
+    events.write_text("".join(
+        json.dumps({"type": "assistant_text", "seq": seq, "ts": 1.0, "text": "x"}) + "\n"
+        for seq in (1, 2, 7)) + "not an event\n")
+    assert _last_seq(events) == 7

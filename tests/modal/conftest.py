@@ -65,7 +65,8 @@ def modal_with_secrets(fake_modal):
 
 @pytest.fixture
 def modal_run_end(modal_with_secrets, monkeypatch, tmp_path):
-    """...and running the app's real `finalize_run`, `run_events` and `list_runs`, the data
+    """...and running the app's real `finalize_run`, `run_events`, `list_runs` and
+    `resume_info`, the data
     volume at a temp folder."""
     from ml_agent.backends.modal import app as modal_app
 
@@ -74,4 +75,5 @@ def modal_run_end(modal_with_secrets, monkeypatch, tmp_path):
     modal_with_secrets.function_handlers["finalize_run"] = modal_app.finalize_run
     modal_with_secrets.function_handlers["run_events"] = modal_app.run_events
     modal_with_secrets.function_handlers["list_runs"] = modal_app.list_runs
+    modal_with_secrets.function_handlers["resume_info"] = modal_app.resume_info
     return modal_with_secrets

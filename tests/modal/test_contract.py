@@ -118,8 +118,8 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
         a10("20261126-0316-bbbbbb"), task="train", detach=True
     )
     assert len(fake.requests("AppPublish")) == 1
-    # proxy, syncer, sync_now, finalize_run, run_events, list_runs
-    assert len(fake.requests("FunctionCreate")) == 6
+    # proxy, syncer, sync_now, finalize_run, run_events, list_runs, resume_info
+    assert len(fake.requests("FunctionCreate")) == 7
     assert len(fake.requests("FunctionMap")) == 1  # the one syncer is alive
     assert len(fake.requests("SandboxCreate")) == 2
     assert list(fake.requests("SandboxCreate")[1].definition.entrypoint_args)[-1] == (
@@ -226,7 +226,7 @@ def test_without_syncer_only_the_proxy_is_deployed(fake):
     backend = ModalBackend(progress=messages.append)
     run = backend.up(config_plan("a10.yaml"), task=None, detach=True)
     assert [r.function.function_name for r in fake.requests("FunctionCreate")] == [
-        "proxy", "finalize_run", "run_events", "list_runs"
+        "proxy", "finalize_run", "run_events", "list_runs", "resume_info"
     ]
     assert backend.stop(run.run_id).status == "stopped"
     # No syncer spawned, no final sync to run; result.json still gets the proxy's usage.

@@ -33,7 +33,7 @@ def test_build_app_registers_module_level_functions():
     assert app.name == "ml-agent"
     state = synchronizer._translate_in(app)._local_state
     assert list(state.functions) == ["proxy", "syncer", "sync_now", "finalize_run", "run_events",
-                                    "list_runs"]
+                                    "list_runs", "resume_info"]
     assert state.web_endpoints == ["proxy"]
     for name in modal_app.FUNCTION_NAMES:  # the container finds them by module and name
         assert callable(getattr(modal_app, name))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ml_agent import resume
 from ml_agent.backends.local import bwrap, envfiles, image, registry, sandbox, volumes
 from ml_agent.backends.local.registry import FINAL, RunPaths
 from ml_agent.contracts import RunRecord, mint_token, new_run_id, protocol
@@ -101,7 +102,51 @@ class LocalBackend:
         self._checked = plan
 
     def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
-        paths = self.prepare(plan, task)
+        return self._start(self.prepare(plan, task))
+
+    def resume(self, run_id: str, *, task: str | None, detach: bool) -> RunRecord:
+        """A new sandbox for an ended run: the same run folder and conversation, a new run
+        token, the budget that is left (`ml_agent.resume`)."""
+        return self._start(self.prepare_resume(run_id, task))
+
+    def prepare_resume(self, run_id: str, task: str | None) -> RunPaths:
+        """Check the run can be resumed, then rewrite its launch.json (a new token, the
+        budget left, the session to continue) and start a new leg in run.json."""
+        paths = registry.find(run_id, self.home)
+        record = registry.read_record(paths)
+        resume.check_resumable(record, live=registry.supervisor_pid(paths) is not None)
+        if record.status not in FINAL:  # its supervisor died (killed, machine rebooted)
+            record.status, record.ended_at = "failed", record.ended_at or time.time()
+        try:  # our own file (0600), written by `up`
+            launch = json.loads(paths.launch.read_text())
+            plan = Plan.model_validate(launch["plan"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise BackendError(f"run {paths.run_id} cannot be resumed: its launch record "
+                               f"{paths.launch} is unreadable ({exc})") from None
+        data_root = Path(launch["host"]["volumes"][plan.data_volume.key])
+        result = resume.read_result(data_root, paths.run_id)
+        budget = launch.get("run_budget_usd", plan.proxy.budget_usd)
+        left = resume.remaining_budget(record, budget, result)
+        session = resume.find_session(data_root, paths.run_id, result,
+                                      self.events(paths.run_id, follow=False))
+        self.progress("checking the local sandbox")
+        self.check(plan)
+        plan = plan.model_copy(update={"proxy": plan.proxy.model_copy(
+            update={"budget_usd": left})})
+        plan = plan.for_launch(paths.run_id, resume_session=session)
+        launch.update(
+            plan=plan.model_dump(mode="json"),
+            task=task,
+            token=mint_token(),  # the old one was revoked with its proxy
+            run_budget_usd=budget,
+            prior_usage=_prior_usage(paths, record),
+        )
+        registry.write_json(paths.launch, launch, mode=0o600)
+        record.new_leg(time.time())
+        registry.write_record(paths, record)
+        return paths
+
+    def _start(self, paths: RunPaths) -> RunRecord:
         self.progress("starting the sandbox")
         pid = _spawn_detached(
             [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder),
@@ -167,6 +212,7 @@ class LocalBackend:
             trackio_volume=plan.syncer.volume_name,
             sweep=plan.launch.sweep,
         )
+        record.new_leg(record.created_at)
         registry.write_record(paths, record)
         return paths
 
@@ -318,6 +364,18 @@ def _kill_leftovers(paths: RunPaths) -> None:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             if argv and argv[0].endswith(b"bwrap") and marker in argv:
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _prior_usage(paths: RunPaths, record: RunRecord) -> dict[str, float]:
+    """The proxy's usage of the run's earlier legs (usage.json, written at each leg's end),
+    which the next leg's meter adds to; the registry's cost when a crash left no file."""
+    usage: dict[str, float] = {}
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        loaded = json.loads((paths.folder / "usage.json").read_text())  # our own file
+        usage = {k: float(v) for k, v in loaded.items() if isinstance(v, int | float)}
+    if record.cost_usd is not None and record.cost_usd > usage.get("cost_usd", 0.0):
+        usage["cost_usd"] = record.cost_usd
+    return usage
 
 
 def _display_path(path: str) -> str:

@@ -66,12 +66,15 @@ class Supervisor:
         self.plan = Plan.model_validate(launch["plan"])
         self.task: str | None = launch.get("task")
         self.token: str = launch["token"]
+        # A resumed run (`up --resume`): the proxy's usage of its earlier legs. This leg's
+        # proxy meters from zero against the budget left; the run's cost is the sum.
+        self.prior_usage: dict[str, float] = launch.get("prior_usage") or {}
         self.host = HostLayout(**launch["host"])
         self.home = Path(launch["ml_agent_home"])
         self.stop_reason: str | None = None
         self.failure: str | None = None  # why the run failed, when the supervisor knows
         self.key_source = "the proxy's key"
-        self._last_seq = 0
+        self._last_seq = _last_seq(paths.events)  # a resumed run's earlier legs count
         self._stop = threading.Event()
         self._log = open(paths.log, "a", buffering=1)  # noqa: SIM115 - lives as long as we do
         self.result_event: dict[str, Any] | None = None
@@ -288,7 +291,11 @@ class Supervisor:
 
     def _usage(self) -> dict[str, float]:
         proxy = getattr(self, "proxy", None)
-        return dict(proxy.usage.get(self.paths.run_id)) if proxy is not None else {}
+        leg = dict(proxy.usage.get(self.paths.run_id)) if proxy is not None else {}
+        if not self.prior_usage or not leg:
+            return leg or dict(self.prior_usage)
+        keys = {*self.prior_usage, *leg}
+        return {k: self.prior_usage.get(k, 0.0) + leg.get(k, 0.0) for k in keys}
 
     def _meter(self) -> None:
         """`ps` shows the cost so far: the proxy's meter, copied into run.json when it moves
@@ -360,6 +367,16 @@ def _sandbox_child(status_fd: int, timeout: float = 60.0) -> int | None:
                 if isinstance(pid, int):
                     return pid
     return None
+
+
+def _last_seq(path: Path) -> int:
+    """The highest seq in an events file (0 when there is none)."""
+    last = 0
+    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            event = protocol.decode_event(line)
+            last = max(last, event["seq"]) if event is not None else last
+    return last
 
 
 def _last_line(path: Path) -> str:

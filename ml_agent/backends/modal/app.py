@@ -39,7 +39,8 @@ PROXY_CONCURRENCY = 64  # requests in flight in the one proxy container
 PROXY_TIMEOUT_S = 3600  # a function's lifetime per input; Modal limits one web request to 150 s
 SYNCER_TIMEOUT_S = 24 * 3600  # Modal's maximum; `up` respawns a syncer that stopped
 FINALIZE_TIMEOUT_S = 300
-FUNCTION_NAMES = ("proxy", "syncer", "sync_now", "finalize_run", "run_events", "list_runs")
+FUNCTION_NAMES = ("proxy", "syncer", "sync_now", "finalize_run", "run_events", "list_runs",
+                  "resume_info")
 #: Parts of ml_agent the containers never import (a config/CLI edit must not redeploy).
 UNUSED_SOURCE = (("cli",), ("config",), ("backends", "local"), ("_bundle",))
 #: The syncer keeps going while a sandbox of its app may still appear or run.
@@ -158,6 +159,8 @@ def build_app(plan: Plan) -> modal.App:
     )(run_events)
     app.function(image=slim, env=env, volumes={data.mount: read_only},
                  timeout=FINALIZE_TIMEOUT_S)(list_runs)
+    app.function(image=slim, env=env, volumes={data.mount: read_only},
+                 timeout=FINALIZE_TIMEOUT_S)(resume_info)
     return app
 
 
@@ -331,3 +334,21 @@ def run_events(run_id: str, before: int) -> list[dict[str, Any]]:
 
     modal.Volume.from_name(os.environ["ML_AGENT_DATA_VOLUME"]).reload()
     return read_run_events(Path(os.environ["ML_AGENT_DATA_MOUNT"]), run_id, before)
+
+
+def resume_info(run_id: str) -> dict[str, Any]:
+    """What `up --resume` needs from the run folder: its result.json (the cost so far) and
+    the Claude session to continue (`ml_agent.resume.find_session`; None when it has none)."""
+    import modal
+
+    from ml_agent.errors import BackendError
+    from ml_agent.resume import find_session, read_result
+
+    modal.Volume.from_name(os.environ["ML_AGENT_DATA_VOLUME"]).reload()
+    root = Path(os.environ["ML_AGENT_DATA_MOUNT"])
+    result = read_result(root, run_id)
+    try:
+        session: str | None = find_session(root, run_id, result)
+    except BackendError:
+        session = None
+    return {"result": result, "session": session}

@@ -121,7 +121,10 @@ class ModalBackend:
         with image_builder(plan.image.builder):
             return self._up(plan, task=task, progress=progress)
 
-    def _up(self, plan: Plan, *, task: str | None, progress: Progress | None) -> RunRecord:
+    def _up(self, plan: Plan, *, task: str | None, progress: Progress | None,
+            resumed: RunRecord | None = None, run_budget: float | None = None) -> RunRecord:
+        """`resumed`: the record of the run this launch continues (`resume`), whose token
+        gets `run_budget`, the run's whole budget: the proxy meters a run across legs."""
         import modal
 
         from ml_agent.plan import launch_env
@@ -144,7 +147,7 @@ class ModalBackend:
             token = mint_token()
             token_hash = hash_token(token)
             expires = time.time() + plan.sandbox.timeout_s + TOKEN_SLACK_S
-            budget = plan.proxy.budget_usd
+            budget = run_budget if resumed is not None else plan.proxy.budget_usd
             record = TokenRecord(run_id=run_id, expires_at=expires, budget_usd=budget)
             ModalTokenStore.for_app(plan.app).put(token_hash, record)
             state.put(f"token:{run_id}", token_hash)
@@ -165,23 +168,28 @@ class ModalBackend:
             with contextlib.suppress(Exception):
                 self._revoke(plan.app, run_id)
             raise
-        run = RunRecord(
+        run = resumed or RunRecord(
             run_id=run_id,
             backend=self.name,
             app=plan.app,
             config=plan.config_path,
             config_hash=plan.config_hash,
             gpu=plan.sandbox.gpu,
-            status="running",
+            status="starting",
             created_at=time.time(),
-            sandbox_id=sandbox.object_id,
             run_dir=plan.launch.run_dir,
             data_volume=plan.data_volume.name,
             trackio_volume=plan.syncer.volume_name,
             sweep=plan.launch.sweep,
         )
+        run.new_leg(time.time() if resumed else run.created_at)
+        run.status, run.sandbox_id = "running", sandbox.object_id
         with modal_errors("recording the run"):
             self.registry.put(run)
+            if resumed is None:  # what `up --resume` starts from (--set overrides included)
+                state.put(f"plan:{run_id}", plan.model_dump(mode="json"))
+            else:  # a new sandbox numbers its stdin from the start, not where the last left
+                state.put(f"stdin:{run_id}", stdin_position(sandbox))
         self._writers[run_id] = sandbox
         if task is not None:  # one-shot: the task is the agent's first stdin line
             try:
@@ -200,6 +208,78 @@ class ModalBackend:
                 self.ensure_syncer(plan, state, say)
         say(f"sandbox {sandbox.object_id} is running")
         return run
+
+    def resume(self, run_id: str, *, task: str | None, detach: bool) -> RunRecord:
+        """A new sandbox for an ended run (`up --resume`): the same run folder on the data
+        volume and the same Claude session, a new run token, the budget left.
+
+        The plan is the run's own, kept in the app's state at `up` (else its config file
+        as it is now); the session and the cost so far come from the run folder (the app's
+        `resume_info`) or, for an app deployed before it, from the run's events.
+        """
+        from ml_agent import resume as resuming
+        from ml_agent.config import load_config
+        from ml_agent.plan import Plan, build_plan
+
+        record = self.find(run_id)
+        resuming.check_resumable(record, live=self._live(record))
+        with modal_errors("reading the run's plan"):
+            kept = AppState(record.app).get(f"plan:{record.run_id}")
+        if kept is not None:
+            plan = Plan.model_validate(kept)
+        else:  # the state Dict forgot it (7 days untouched): the config file as it is now
+            try:
+                plan = build_plan(load_config(record.config), record.config)
+            except FileNotFoundError:
+                raise BackendError(f"run {record.run_id} was started from {record.config}, "
+                                   "which is gone: put it back to resume the run") from None
+            self.progress(f"note: the new leg runs {record.config} as it is now (the run's "
+                          "own plan, --set overrides included, has expired)")
+        info = self._resume_info(record)
+        left = resuming.remaining_budget(record, plan.proxy.budget_usd, info.get("result"))
+        session = info.get("session")
+        if not resuming.is_session_id(session):  # an app deployed before resume_info
+            session = resuming.session_from_events(info.get("events") or [])
+        if session is None:
+            raise resuming.no_session(record.run_id)
+        self._revoke(record.app, record.run_id)  # the last leg's, if nothing revoked it
+        leg = plan.model_copy(update={"proxy": plan.proxy.model_copy(
+            update={"budget_usd": left})}).for_launch(record.run_id, resume_session=session)
+        with image_builder(plan.image.builder):
+            return self._up(leg, task=task, progress=None, resumed=record,
+                            run_budget=plan.proxy.budget_usd)
+
+    def _live(self, record: RunRecord) -> bool:
+        """The run's sandbox still runs (`ps` would record how a run that ended ended)."""
+        import modal
+        from modal.exception import NotFoundError
+
+        if record.status not in LIVE or not record.sandbox_id:
+            return False
+        with modal_errors(f"checking the sandbox of run {record.run_id}"):
+            try:
+                code = modal.Sandbox.from_id(record.sandbox_id).poll()
+            except NotFoundError:
+                code = -1  # Modal forgot it: long gone
+        if code is None:
+            return True
+        record.status = status_of(code) if code >= 0 else "failed"
+        record.exit_code, record.ended_at = (code if code >= 0 else None), time.time()
+        record.cost_usd = ModalUsageSink.for_app(record.app).get(record.run_id).get(
+            "cost_usd", record.cost_usd)
+        return False
+
+    def _resume_info(self, record: RunRecord) -> dict[str, Any]:
+        """`resume_info` of the deployed app; for an app without it, the run's events."""
+        with modal_errors(f"reading the run folder of run {record.run_id}"):
+            info = self._app_function(record.app, "resume_info")
+            if info is not None:
+                found = info.remote(record.run_id)
+                return found if isinstance(found, dict) else {}
+            run_events = self._app_function(record.app, "run_events")
+            events = run_events.remote(record.run_id, 2**62) if run_events is not None else []
+        lines = (json.dumps(e) for e in events or [] if isinstance(e, dict))
+        return {"events": [e for e in map(protocol.decode_event, lines) if e is not None]}
 
     def _check_secrets(self, plan: Plan) -> None:
         """Every named secret exists, or one error with the exact commands to create them."""
