@@ -42,11 +42,8 @@ def merge_proxy_usage(
     UnsafeFile (a link, a FIFO, too big), OSError or ValueError (not a JSON object) when
     the file cannot be read or written safely.
     """
-    if not RUN_ID_RE.match(run_id):
-        raise ValueError(f"not a run id: {run_id!r}")
-    try:
-        fd = open_dir(data_root, "runs", run_id)
-    except FileNotFoundError:
+    fd = open_run_folder(data_root, run_id)
+    if fd is None:
         return "no run folder"
     try:
         try:
@@ -80,9 +77,10 @@ MAX_RECORD_BYTES = 64 * 1024
 MAX_REPLAY_BYTES = 64 * 1024 * 1024
 
 
-def _run_folder(data_root: Path, run_id: str) -> int | None:
-    """A descriptor of `<data_root>/runs/<run_id>` (no link followed), None when missing.
-    Raises ValueError for anything but a run id."""
+def open_run_folder(data_root: Path, run_id: str) -> int | None:
+    """The one way host-side code opens a run folder the agent could write: a descriptor
+    of `<data_root>/runs/<run_id>` (no link followed), None when it does not exist. Raises
+    ValueError for anything but a run id."""
     if not RUN_ID_RE.match(run_id):
         raise ValueError(f"not a run id: {run_id!r}")
     try:
@@ -93,7 +91,7 @@ def _run_folder(data_root: Path, run_id: str) -> int | None:
 
 def write_run_record(data_root: Path, run_id: str, record: dict[str, Any]) -> bool:
     """Keep the run's registry entry in its folder; False when there is no run folder."""
-    fd = _run_folder(data_root, run_id)
+    fd = open_run_folder(data_root, run_id)
     if fd is None:
         return False
     try:
@@ -110,7 +108,7 @@ def read_run_records(data_root: Path) -> list[dict[str, Any]]:
     records = []
     for run_id in filter(RUN_ID_RE.match, names):
         try:
-            fd = _run_folder(data_root, run_id)
+            fd = open_run_folder(data_root, run_id)
             if fd is None:
                 continue
             try:
@@ -132,7 +130,7 @@ def read_run_events(data_root: Path, run_id: str, before: int) -> list[dict[str,
     output (V2 sandboxes keep only recent output). Lines that are not events are skipped.
     Raises UnsafeFile for a transcript that is a link, not a regular file, or too big.
     """
-    fd = _run_folder(data_root, run_id)
+    fd = open_run_folder(data_root, run_id)
     if fd is None:
         return []
     try:

@@ -22,7 +22,7 @@ from typing import Any
 from ml_agent.contracts import RunRecord, protocol
 from ml_agent.errors import BackendError, UnsafeFile
 from ml_agent.fileio import open_dir, read_untrusted
-from ml_agent.results import MAX_RESULT_BYTES, _run_folder
+from ml_agent.results import MAX_RESULT_BYTES, open_run_folder
 
 #: The Claude CLI's session files: `<CLAUDE_CONFIG_DIR>/projects/<cwd, escaped>/<id>.jsonl`.
 SESSION_SUFFIX = ".jsonl"
@@ -72,7 +72,7 @@ def remaining_budget(record: RunRecord, budget_usd: float | None,
 
 def read_result(data_root: Path, run_id: str) -> dict[str, Any] | None:
     """The run's result.json, or None when it is missing or unreadable."""
-    fd = _run_folder(data_root, run_id)
+    fd = open_run_folder(data_root, run_id)
     if fd is None:
         return None
     try:
