@@ -54,6 +54,7 @@ class SweepRecord:
     runs: list[dict[str, Any]]  # index, task, overrides, label, run_id, backend, launched_at
     allow: list[str] = dataclasses.field(default_factory=list)  # --allow-outside folders
     stopped: bool = False  # `ml-agent stop --sweep`: launch nothing more, resume included
+    driver_pid: int | None = None  # the detached driver launching it now (runs/driver.py)
 
     @classmethod
     def new(cls, sweep: Sweep, allow: list[str] | None = None) -> SweepRecord:
@@ -89,10 +90,13 @@ class SweepRecord:
 
     @classmethod
     def stop(cls, sweep: str, home: Path | None = None) -> str:
-        """Mark a sweep stopped (by id or prefix); returns its id."""
+        """Mark a sweep stopped (by id or prefix) and end its driver; returns its id."""
+        from ml_agent.runs import driver
+
         record = cls.load(sweep, home)
         record.stopped = True
         record.save(home)
+        driver.end(record.sweep_id, home)
         return record.sweep_id
 
     def pending(self) -> list[dict[str, Any]]:
