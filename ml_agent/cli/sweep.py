@@ -89,6 +89,9 @@ def _launch(record, foreground: bool) -> None:  # type: ignore[no-untyped-def]
             _drive(record)
         return
     pending = len(record.pending())
+    if not pending or record.stopped:
+        _drive(record)  # nothing to launch: say so here, no driver needed
+        return
     pid = driver.spawn(record)
     print(record.sweep_id, flush=True)
     sid = record.sweep_id

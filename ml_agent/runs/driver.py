@@ -90,11 +90,16 @@ def spawn(record: SweepRecord, home: Path | None = None, wait_s: float = 30.0) -
     pid = _spawn_detached([sys.executable, "-m", MODULE, record.sweep_id], log=log,
                           cwd=log.parent, env=driver_env(os.environ),
                           stdin=credentials(os.environ))
+    started = f"driver {pid}:"  # its first line: it holds the lock (it may be done already)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if SweepRecord.load(record.sweep_id, home).driver_pid == pid:
             return pid
-        if not is_driver(pid, record.sweep_id):
+        alive = is_driver(pid, record.sweep_id)
+        with contextlib.suppress(OSError):
+            if started in log.read_text(errors="replace"):
+                return pid
+        if not alive:
             break
         time.sleep(0.05)
     tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []

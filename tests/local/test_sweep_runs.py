@@ -193,7 +193,7 @@ def test_the_sweep_command_launches_the_runs_and_results_shows_them(home, tmp_pa
     assert main(["results", sweep_id[:10]]) == 0
     table = capsys.readouterr().out
     assert f"sweep {sweep_id} (2 runs)" in table and "m.accuracy" in table
-    assert main(["sweep", "--resume", sweep_id, "--foreground"]) == 0  # nothing left
+    assert main(["sweep", "--resume", sweep_id]) == 0  # nothing left: no driver needed
     assert "0 of 2 run(s) to launch" in capsys.readouterr().err
     run_id = next(r.run_id for r in backend.ps() if r.sweep == sweep_id)
     assert main(["pull", run_id, str(tmp_path / "pulled")]) == 0
@@ -220,7 +220,7 @@ def test_stop_sweep_stops_its_live_runs_and_its_driver_launches_no_more(home, sw
     assert sorted(r["run_id"] for r in runs) == sorted(launched)
     assert {r["status"] for r in runs} <= {"stopped", "succeeded"}
     assert SweepRecord.load(record.sweep_id).stopped
-    assert main(["sweep", "--resume", record.sweep_id, "--foreground"]) == 0  # stop holds
+    assert main(["sweep", "--resume", record.sweep_id]) == 0  # a stop holds on resume
     assert "was stopped: nothing more is launched" in capsys.readouterr().err
     assert len([r for r in backend.ps() if r.sweep == record.sweep_id]) == 2
 

@@ -39,3 +39,27 @@ def test_an_edited_file_layer_is_built_again_by_the_same_backend(modal_with_secr
     (tmp_path / "agent" / "agent.py").write_text("print('edited')\n")
     backend.up(plan, task=None, detach=True)
     assert len(fake.requests("MountGetOrCreate")) > mounts
+
+
+def test_a_detached_sweep_on_modal_gets_its_credentials_and_launches_every_run(
+        modal_with_secrets, tmp_path, capsys):
+    """The driver is a process of its own: the Modal token reaches it on stdin, the server's
+    address in its environment."""
+    import time
+
+    from ml_agent.runs import driver
+
+    fake = modal_with_secrets
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: {CONFIGS_DIR / 'a10.yaml'}\ntasks: [a, b, c]\nmax_parallel: 10\n")
+    assert main(["sweep", str(sweep)]) == 0
+    sweep_id = capsys.readouterr().out.strip()
+    deadline = time.monotonic() + 60
+    while (pid := SweepRecord.load(sweep_id).driver_pid) and driver.is_driver(pid, sweep_id):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    log = driver.log_path(sweep_id).read_text()
+    assert "3 run(s) launched" in log, log
+    assert fake.token_secret not in log
+    tagged = {s.tags["ml-agent-run"] for s in fake.sandboxes.values()}
+    assert tagged == {r["run_id"] for r in SweepRecord.load(sweep_id).runs}
