@@ -8,7 +8,9 @@ control plane on 127.0.0.1 (tests/fakes/modal_server.py), so a round trip costs 
 time only: what is measured is our own work per launch. The sweep is `configs/a10.yaml`
 over `--runs` tasks with `max_parallel` at `--runs` (no run ever waits for a slot), driven
 in the foreground (the detached driver runs the same `Driver`, in a process of its own);
-its per-run times come from the `launched_at` the driver notes in the sweep record.
+its per-run times come from the `launched_at` the driver notes in the sweep record. Each
+side gets a fresh control plane, so each first run deploys the app; the sweep's first run
+also loads the sweep file and plans all `--runs` runs (the budget check) before launching.
 `--profile` prints where the sweep's time goes (cProfile, top functions by cumulative time).
 """
 
