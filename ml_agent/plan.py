@@ -306,6 +306,15 @@ def config_hash(plan: Plan) -> str:
     return hashlib.sha256(_canonical(data)).hexdigest()
 
 
+def image_hash(plan: Plan) -> str:
+    """The image's part: its layers, with the bytes of their local files and folders."""
+    data = plan.model_dump(mode="json", include={"image"})
+    for layer in data["image"]["layers"]:
+        if layer["kind"] in ("file", "dir"):
+            layer["src"] = _digest_path(Path(layer["src"]))
+    return hashlib.sha256(_canonical(data)).hexdigest()
+
+
 def app_hash(plan: Plan) -> str:
     """The deployed part (app name, proxy, syncer): the backend redeploys when it changes."""
     data = plan.model_dump(mode="json", include={"app", "backend", "proxy", "syncer"})

@@ -15,11 +15,13 @@ Allow = typer.Option([], FLAG, metavar="PATH", help=FLAG_HELP)
 SWEEP_HELP = """Launch a sweep: every task × every combination of axis values, a few at a time.
 
 The runs are detached, at most `max_parallel` live at once (on the local backend, at most
-one per CPU core).
+one per CPU core). A driver process of its own launches them, so the sweep goes on after
+this command returns and its terminal closes (its log: $ML_AGENT_HOME/sweeps/ID.log);
+`ml-agent stop --sweep ID` ends it. `--foreground` launches from this process instead.
 
 `--dry-run` prints every run and the worst-case cost of the whole sweep, launching nothing.
-The sweep is recorded in $ML_AGENT_HOME/sweeps/; if the launcher stops (Ctrl-C, a closed
-terminal), `--resume ID` launches the runs not yet launched. Every run of a sweep logs to
+The sweep is recorded in $ML_AGENT_HOME/sweeps/; if its driver stops (a reboot, Ctrl-C in
+the foreground), `--resume ID` launches the runs not yet launched. Every run of a sweep logs to
 one trackio project (the sweep id) under its own run name; `ml-agent results ID` compares.
 
 A sweep file:
@@ -47,6 +49,8 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs and the worst case."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: the runs as JSON."),
     resume: str = typer.Option(None, "--resume", help="Launch what a sweep has not launched."),
+    foreground: bool = typer.Option(False, "--foreground",
+                                    help="Launch from this process, until the last run starts."),
     allow: list[str] = Allow,
 ) -> None:
     from ml_agent.runs.sweepfile import load_sweep
@@ -57,7 +61,7 @@ def sweep(
     if resume is not None:
         if dry_run:
             raise typer.BadParameter("--dry-run takes a FILE, not --resume")
-        _drive(SweepRecord.load(resume))
+        _launch(SweepRecord.load(resume), foreground)
         return
     loaded = load_sweep(file, allow)
     plans = [run_plan(str(loaded.base), list(r.overrides), allow=allow) for r in loaded.runs]
@@ -68,8 +72,35 @@ def sweep(
     check_budget([p.proxy.budget_usd for p in plans], loaded.spec.budget_usd)
     record = SweepRecord.new(loaded, allow)
     record.save()
-    print(record.sweep_id)
-    _drive(record)
+    if foreground:
+        print(record.sweep_id)
+    _launch(record, foreground)
+
+
+def _launch(record, foreground: bool) -> None:  # type: ignore[no-untyped-def]
+    """Launch in this process (`--foreground`), or hand the launching to a detached driver."""
+    from ml_agent.cli.output import err_console
+    from ml_agent.runs import driver
+
+    if foreground:
+        with driver.sweep_lock(record.sweep_id) as free:
+            if not free:
+                raise MlAgentError(driver.busy_message(record.sweep_id, None))
+            _drive(record)
+        return
+    pending = len(record.pending())
+    if not pending or record.stopped:
+        _drive(record)  # nothing to launch: say so here, no driver needed
+        return
+    pid = driver.spawn(record)
+    print(record.sweep_id, flush=True)
+    sid = record.sweep_id
+    err_console().print(
+        f"sweep {sid}: {pending} of {len(record.runs)} run(s) to launch, at most "
+        f"{record.max_parallel} live at a time, by a driver in the background (pid {pid}, "
+        f"log {driver.log_path(sid)})\n"
+        f"follow: ml-agent ps --sweep {sid}\ncompare: ml-agent results {sid}\n"
+        f"stop:   ml-agent stop --sweep {sid}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _drive(record) -> None:  # type: ignore[no-untyped-def]

@@ -54,6 +54,7 @@ class SweepRecord:
     runs: list[dict[str, Any]]  # index, task, overrides, label, run_id, backend, launched_at
     allow: list[str] = dataclasses.field(default_factory=list)  # --allow-outside folders
     stopped: bool = False  # `ml-agent stop --sweep`: launch nothing more, resume included
+    driver_pid: int | None = None  # the detached driver launching it now (runs/driver.py)
 
     @classmethod
     def new(cls, sweep: Sweep, allow: list[str] | None = None) -> SweepRecord:
@@ -89,10 +90,13 @@ class SweepRecord:
 
     @classmethod
     def stop(cls, sweep: str, home: Path | None = None) -> str:
-        """Mark a sweep stopped (by id or prefix); returns its id."""
+        """Mark a sweep stopped (by id or prefix) and end its driver; returns its id."""
+        from ml_agent.runs import driver
+
         record = cls.load(sweep, home)
         record.stopped = True
         record.save(home)
+        driver.end(record.sweep_id, home)
         return record.sweep_id
 
     def pending(self) -> list[dict[str, Any]]:
@@ -186,7 +190,9 @@ class Driver:
             plan = self.make_plan(self.record.base, entry["overrides"],
                                   sweep_id=self.record.sweep_id, allow=self.record.allow)
             limit = machine_parallel(plan.backend, self.record.max_parallel)
-            while True:
+            # Fewer noted runs than slots leave a slot free whatever their status: ask the
+            # registry (every run's status, O(runs) round trips on Modal) only when needed.
+            while sum(1 for r in self.record.runs if r["run_id"]) >= limit:
                 live = [i for i, s in self.statuses().items() if s in LIVE]
                 if len(live) < limit:
                     break

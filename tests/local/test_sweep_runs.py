@@ -5,7 +5,12 @@ after the launcher stopped mid-sweep, and `results` of the sweep."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +18,7 @@ from ml_agent.backends.local import LocalBackend
 from ml_agent.cli import main
 from ml_agent.config import load_config
 from ml_agent.contracts import CONFIGS_DIR
+from ml_agent.runs import driver
 from ml_agent.runs.sweepfile import load_sweep
 from ml_agent.runs.sweeps import Driver, SweepRecord
 from tests.local.helpers import seeded_plan
@@ -42,6 +48,8 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-host-key")
     monkeypatch.setenv("COLUMNS", "200")
     yield home
+    for path in (home / "sweeps").glob("sw-*.json"):
+        driver.end(path.stem, home)
     backend = LocalBackend(home)
     for record in backend.ps():
         backend.stop(record.run_id)
@@ -149,9 +157,8 @@ syncer: {{enabled: false, volume: trackio}}
 """
 
 
-def test_the_sweep_command_launches_the_runs_and_results_shows_them(home, tmp_path, capsys):
-    """`ml-agent sweep FILE` end to end: the base config's own Plan, its image (a seeded
-    venv), the CLI's driver; then `results SWEEP` and `pull` of one of its runs."""
+def seeded_sweep(home, tmp_path, models: list[str], max_parallel: int = 2):
+    """A sweep file over CONFIG (the stand-in agent in a seeded venv: no image build)."""
     import sys
 
     from ml_agent.backends.local import image
@@ -165,10 +172,16 @@ def test_the_sweep_command_launches_the_runs_and_results_shows_them(home, tmp_pa
     tiny_venv(venv)
     (venv / image.COMPLETE_FILE).write_text(json.dumps({"pip_freeze": []}))
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text("base: base.yaml\ntasks: [go]\naxes:\n  agent.model: [m-a, m-bb]\n"
-                     "max_parallel: 2\nbudget_usd: 2\n")
+    sweep.write_text(f"base: base.yaml\ntasks: [go]\naxes:\n  agent.model: {models}\n"
+                     f"max_parallel: {max_parallel}\nbudget_usd: {len(models)}\n")
+    return sweep
 
-    assert main(["sweep", str(sweep)]) == 0
+
+def test_the_sweep_command_launches_the_runs_and_results_shows_them(home, tmp_path, capsys):
+    """`ml-agent sweep FILE` end to end: the base config's own Plan, its image (a seeded
+    venv), the CLI's driver; then `results SWEEP` and `pull` of one of its runs."""
+    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb"])
+    assert main(["sweep", str(sweep), "--foreground"]) == 0
     out, err = capsys.readouterr()
     sweep_id = out.strip()
     assert sweep_id.startswith("sw-") and "2 run(s) launched" in err
@@ -180,7 +193,7 @@ def test_the_sweep_command_launches_the_runs_and_results_shows_them(home, tmp_pa
     assert main(["results", sweep_id[:10]]) == 0
     table = capsys.readouterr().out
     assert f"sweep {sweep_id} (2 runs)" in table and "m.accuracy" in table
-    assert main(["sweep", "--resume", sweep_id]) == 0  # nothing left to launch
+    assert main(["sweep", "--resume", sweep_id]) == 0  # nothing left: no driver needed
     assert "0 of 2 run(s) to launch" in capsys.readouterr().err
     run_id = next(r.run_id for r in backend.ps() if r.sweep == sweep_id)
     assert main(["pull", run_id, str(tmp_path / "pulled")]) == 0
@@ -210,3 +223,71 @@ def test_stop_sweep_stops_its_live_runs_and_its_driver_launches_no_more(home, sw
     assert main(["sweep", "--resume", record.sweep_id]) == 0  # a stop holds on resume
     assert "was stopped: nothing more is launched" in capsys.readouterr().err
     assert len([r for r in backend.ps() if r.sweep == record.sweep_id]) == 2
+
+
+def wait_for_runs(backend, sweep_id: str, count: int) -> int:
+    """Wait until the sweep has `count` runs and none is live; returns the most seen live."""
+    most = 0
+    deadline = time.monotonic() + 90
+    while True:
+        runs = [r for r in backend.ps() if r.sweep == sweep_id]
+        live = sum(r.status in ("starting", "running") for r in runs)
+        most = max(most, live)
+        if len(runs) >= count and not live:
+            return most
+        assert time.monotonic() < deadline, f"{len(runs)} run(s), {live} live"
+        time.sleep(0.1)
+
+
+def test_a_detached_sweep_launches_every_run_after_its_launcher_is_killed(home, tmp_path,
+                                                                           capsys):
+    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb", "m-ccc", "m-dddd"], max_parallel=2)
+    launcher = subprocess.Popen([sys.executable, "-m", "ml_agent", "sweep", str(sweep)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    sweep_id = launcher.stdout.readline().strip()
+    os.killpg(launcher.pid, signal.SIGHUP)  # the launcher's terminal closes
+    launcher.wait()
+    launcher.stdout.close()
+    launcher.stderr.close()
+    assert sweep_id.startswith("sw-"), sweep_id
+    pid = SweepRecord.load(sweep_id).driver_pid
+    assert pid and driver.is_driver(pid, sweep_id)
+    for leak in (f"/proc/{pid}/environ", f"/proc/{pid}/cmdline"):  # the key came on stdin
+        assert b"sk-ant-host-key" not in Path(leak).read_bytes()
+
+    assert main(["sweep", "--resume", sweep_id]) == 1  # one driver per sweep at a time
+    assert f"sweep {sweep_id} is already being launched by its driver (pid {pid})" \
+        in capsys.readouterr().err
+
+    backend = LocalBackend(home)
+    assert wait_for_runs(backend, sweep_id, 4) <= 2
+    runs = [r for r in backend.ps() if r.sweep == sweep_id]
+    assert len(runs) == 4 and {r.status for r in runs} == {"succeeded"}
+    deadline = time.monotonic() + 30
+    while driver.is_driver(pid, sweep_id):  # done: the driver exits, and notes it
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    record = SweepRecord.load(sweep_id)
+    assert record.pending() == [] and record.driver_pid is None
+    log = driver.log_path(sweep_id).read_text()
+    assert "4 run(s) launched" in log and "sk-ant-host-key" not in log
+
+
+def test_stop_sweep_ends_its_detached_driver(home, tmp_path, capsys):
+    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb", "m-ccc", "m-dddd"], max_parallel=1)
+    assert main(["sweep", str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    sweep_id = out.strip()
+    assert f"ml-agent ps --sweep {sweep_id}" in err and f"ml-agent results {sweep_id}" in err
+    pid = SweepRecord.load(sweep_id).driver_pid
+    assert pid and driver.is_driver(pid, sweep_id)
+
+    assert main(["stop", "--sweep", sweep_id]) == 0
+    assert not driver.is_driver(pid, sweep_id)
+    backend = LocalBackend(home)
+    wait_for_runs(backend, sweep_id, 0)
+    runs = [r for r in backend.ps() if r.sweep == sweep_id]
+    assert len(runs) < 4 and {r.status for r in runs} <= {"stopped", "succeeded"}
+    record = SweepRecord.load(sweep_id)
+    assert record.stopped and record.driver_pid is None

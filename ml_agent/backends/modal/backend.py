@@ -105,6 +105,9 @@ class ModalBackend:
         self._registry: RunRegistry | None = None
         #: run id -> the one Sandbox handle whose stdin writer this process uses for it.
         self._writers: dict[str, modal.Sandbox] = {}
+        #: (app id, image_hash) -> the built image: a sweep's driver builds it once, not
+        #: once per run (building every layer again was 0.12 s of a 0.2 s launch).
+        self._images: dict[tuple[str, str], modal.Image] = {}
 
     @property
     def registry(self) -> RunRegistry:
@@ -359,6 +362,11 @@ class ModalBackend:
         """Build layer by layer, so progress and a failure name the layer."""
         from modal.exception import ImageBuildError, RemoteError
 
+        from ml_agent.plan import image_hash
+
+        key = (app.app_id or "", image_hash(plan))
+        if key in self._images:
+            return self._images[key]
         chain = builder.build_image(plan.image)
         for index, (label, image) in enumerate(chain):
             say(f"image {index}/{len(chain) - 1}: {label}")
@@ -371,6 +379,7 @@ class ModalBackend:
                         f"image.layers of {plan.config_path} (Modal keeps the layers before "
                         "it)."
                     ) from None
+        self._images[key] = chain[-1][1]
         return chain[-1][1]
 
     # -- runs ----------------------------------------------------------------------------
