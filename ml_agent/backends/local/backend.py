@@ -27,6 +27,8 @@ START_TIMEOUT_S = 60.0
 #: How long `stop` waits for the supervisor (agent grace + final sync) before killing it.
 STOP_TIMEOUT_S = 60.0
 POLL_S = 0.05
+#: The most of a log read at once when following it (memory per followed run).
+READ_CHUNK = 1 << 16
 
 Progress = Callable[[str], None]
 
@@ -401,14 +403,18 @@ def _tail_lines(paths: RunPaths, path: Path, follow: bool) -> Iterator[str]:
     buf = b""
     while True:
         done = not follow or _ended(paths)  # checked before reading: no line is lost
+        full = False
         with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
             fh.seek(pos)
-            chunk = fh.read()
+            chunk = fh.read(READ_CHUNK)  # a long unread log is not held at once
             pos += len(chunk)
             buf += chunk
+            full = len(chunk) == READ_CHUNK
         *complete, buf = buf.split(b"\n")
         for raw in complete:
             yield raw.decode("utf-8", "replace")
+        if full:
+            continue  # more is there: read it before deciding whether the run has ended
         if done:
             if buf:
                 yield buf.decode("utf-8", "replace")
