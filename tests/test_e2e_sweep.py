@@ -4,41 +4,26 @@ Claude CLI in its sandbox behind the project's proxy; the only scripted thing is
 (one text answer per run). `ml-agent results SWEEP --json` then shows both runs succeeded
 with the proxy's metered cost, and each run's first model request carried its own task.
 
-Fixtures and helpers follow tests/test_e2e.py (the cached image is shared the same way).
+The `home` fixture and the CLI helpers are tests/test_e2e.py's own.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ml_agent.contracts import CONFIGS_DIR
+from tests import test_e2e
 from tests.fakes.anthropic import FakeAnthropic, main_loop, text
+from tests.test_e2e import REAL_KEY, SECRET, _cli, _env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-REAL_KEY = "sk-ant-e2e-sweep-real-key-0123456789"
-SECRET = "fake-upstream"
-CLI = str(Path(sys.executable).with_name("ml-agent"))
-ROOT = Path(__file__).resolve().parent.parent
+home = test_e2e.home  # the same fixture: a fresh ML_AGENT_HOME sharing the cached images
 TASKS = ("write the marker alpha-7f3e", "write the marker beta-91c2")
-
-
-@pytest.fixture
-def home(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
-    """A fresh ML_AGENT_HOME with the proxy's upstream key, sharing the cached images."""
-    home = tmp_path / "ml-agent-home"
-    (home / "secrets").mkdir(parents=True)
-    (home / "secrets" / f"{SECRET}.env").write_text(f"ANTHROPIC_API_KEY={REAL_KEY}\n")
-    (home / "envs").symlink_to(request.config.cache.mkdir("ml-agent-envs"))
-    return home
 
 
 @pytest.fixture
@@ -46,21 +31,6 @@ def fake() -> Iterator[FakeAnthropic]:
     with FakeAnthropic(keys={REAL_KEY}) as fake:
         fake.script(*(text(f"Done with run {i}.", match=main_loop) for i in range(2)))
         yield fake
-
-
-def _env(home: Path, tmp_path: Path) -> dict[str, str]:
-    """What a user's shell would have, minus anything Anthropic/Claude/Modal."""
-    keep = ("PATH", "LANG", "LC_ALL", "PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT",
-            "PIP_DEFAULT_TIMEOUT", "PYENV_ROOT", "PYENV_VERSION")
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    user_home = tmp_path / "user"
-    user_home.mkdir(exist_ok=True)
-    return {**env, "HOME": str(user_home), "ML_AGENT_HOME": str(home), "COLUMNS": "120"}
-
-
-def _cli(args: list[str], env: dict[str, str], timeout: float = 600, **kwargs):
-    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
 
 
 def _first_user_text(call) -> str:
