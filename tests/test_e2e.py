@@ -12,7 +12,6 @@ folder, so only the first run on a machine builds it (minutes: claude-agent-sdk,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.anthropic import FakeAnthropic, main_loop, text, tool_use
+from tests.local.helpers import host_cmdlines
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -193,16 +193,6 @@ DECOY = "decoy-aws-secret-0123456789"
 LAUNCHER_KEY = "sk-ant-launcher-env-key-0123456789"  # the launcher's own ANTHROPIC_API_KEY
 
 
-def _host_cmdlines() -> dict[str, str]:
-    """Every process's command line, as any local user reads them."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                found[entry.name] = (entry / "cmdline").read_bytes().decode("latin-1")
-    return found
-
-
 def _grep_proc_as_another_user(patterns: list[str], files: str) -> list[str]:
     """The /proc files (`files`, a shell glob) in which another local user (`nobody`) finds
     one of `patterns` (given on stdin: a pattern on grep's own command line would match
@@ -234,7 +224,7 @@ def test_no_secret_is_readable_in_the_sandbox_nor_on_any_command_line(home, tmp_
             while not (data / "scan-done").exists() and proc.poll() is None:
                 assert time.monotonic() < deadline, "the scan never ran"
                 time.sleep(0.05)
-            on_host = _host_cmdlines()  # while the sandbox, the agent and the CLI live
+            on_host = host_cmdlines()  # while the sandbox, the agent and the CLI live
             run_folder = str(next((home / "runs").iterdir()))
             seen_by_other = _grep_proc_as_another_user([run_folder], "/proc/[0-9]*/cmdline")
             secrets = [json.loads((Path(run_folder) / "launch.json").read_text())["token"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +22,7 @@ from ml_agent.backends.local.sandbox import (
     start,
 )
 from ml_agent.plan import EnvLayer
-from tests.local.helpers import layout, local_plan, with_network
+from tests.local.helpers import host_cmdlines, layout, local_plan, with_network
 
 LAUNCH_ENV = {"ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "ANTHROPIC_API_KEY": "mla-run-x"}
 
@@ -167,16 +166,6 @@ for pid in filter(str.isdigit, os.listdir('/proc')):
 print(json.dumps(seen), flush=True)
 sys.stdin.read()
 """
-
-
-def host_cmdlines() -> dict[str, str]:
-    """Every process's command line on the host, as any local user can read them."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                found[entry.name] = (entry / "cmdline").read_bytes().decode("latin-1")
-    return found
 
 
 def test_no_secret_in_any_environ_or_cmdline_inside_or_on_the_host(tmp_path, venv, monkeypatch):
