@@ -81,13 +81,13 @@ def is_driver(pid: int, sweep_id: str) -> bool:
 
 def spawn(record: SweepRecord, home: Path | None = None, wait_s: float = 30.0) -> int:
     """Start the sweep's driver, detached; returns its pid once it holds the lock."""
-    from ml_agent.backends.local.backend import _spawn_detached
+    from ml_agent.backends.local.backend import spawn_detached
 
     with sweep_lock(record.sweep_id, home) as free:
         if not free:
             raise MlAgentError(busy_message(record.sweep_id, home))
     log = log_path(record.sweep_id, home)
-    pid = _spawn_detached([sys.executable, "-m", MODULE, record.sweep_id], log=log,
+    pid = spawn_detached([sys.executable, "-m", MODULE, record.sweep_id], log=log,
                           cwd=log.parent, env=driver_env(os.environ),
                           stdin=credentials(os.environ))
     started = f"driver {pid}:"  # its first line: it holds the lock (it may be done already)

@@ -150,7 +150,7 @@ class LocalBackend:
 
     def _start(self, paths: RunPaths) -> RunRecord:
         self.progress("starting the sandbox")
-        pid = _spawn_detached(
+        pid = spawn_detached(
             [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder),
              "--key-on-stdin"],
             log=paths.log,
@@ -344,9 +344,12 @@ print(os.posix_spawn(sys.argv[3], sys.argv[3:], os.environ, setsid=True,
 """
 
 
-def _spawn_detached(
+def spawn_detached(
     argv: list[str], *, log: Path, cwd: Path, env: Mapping[str, str], stdin: str = ""
 ) -> int:
+    """Start `argv` detached (its own session, output to `log`) with exactly `env`, `stdin`
+    written to it (secrets go there, never in env or argv); returns its pid. Used for a
+    run's supervisor and a sweep's driver."""
     out = subprocess.run(
         [sys.executable, "-c", _SPAWN, str(log), str(cwd), *argv],
         capture_output=True, text=True, check=True, env=dict(env), input=stdin,
