@@ -186,6 +186,10 @@ class Terminal:
         def controlling_tty() -> None:  # so that Ctrl-C on the terminal sends SIGINT
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            # ... and is not ignored: a shell starting pytest in the background (`cmd &`
+            # without job control) ignores SIGINT, and an ignored signal stays ignored
+            # across exec. A user's interactive shell starts commands with the default.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
         try:
             self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
