@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import time
+from pathlib import Path
 
 import pytest
 from modal_proto import api_pb2
@@ -127,6 +128,40 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
     )
     assert fake.sandboxes[second.sandbox_id].stdin_text == protocol.task_input("train")
     assert [r.run_id for r in backend.ps()] == [second.run_id, first.run_id]
+
+
+def test_an_app_deployed_by_another_ml_agent_version_is_redeployed_under_live_runs(fake,
+                                                                                   backend):
+    from ml_agent.backends.modal.stores import AppState
+
+    backend.up(a10("20261126-0315-aaaaaa"), task=None, detach=True)
+    AppState("ml-agent").put("code_hash", "what an older ml-agent shipped")
+    said: list[str] = []
+    backend.up(a10("20261126-0316-bbbbbb"), task=None, detach=True, progress=said.append)
+    assert len(fake.requests("AppPublish")) == 2  # the first run is live: not a refusal
+    assert any("another ml-agent version's code" in line for line in said), said
+    said.clear()
+    backend.up(a10("20261126-0317-cccccc"), task=None, detach=True, progress=said.append)
+    assert len(fake.requests("AppPublish")) == 2
+    assert any("is up to date" in line for line in said), said
+
+
+def test_code_hash_covers_what_the_containers_run_and_nothing_else(tmp_path):
+    import shutil
+
+    from ml_agent.backends.modal.app import code_hash
+
+    package = Path(code_hash.__code__.co_filename).resolve().parents[2]
+    copy = tmp_path / "ml_agent"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_hash(copy)
+    assert before == code_hash(package)
+    (copy / "cli" / "app.py").write_text("# a CLI edit\n", encoding="utf-8")
+    (copy / "config" / "models.py").write_text("# a config edit\n", encoding="utf-8")
+    assert code_hash(copy) == before  # the containers never import these
+    with (copy / "proxy" / "budget.py").open("a", encoding="utf-8") as fh:
+        fh.write("# a proxy edit\n")
+    assert code_hash(copy) != before
 
 
 @pytest.mark.parametrize("change", ["proxy.budget_usd=5", "volumes.data.name=other-data"])

@@ -82,6 +82,25 @@ def deployed_hash(plan: Plan) -> str:
     return hashlib.sha256(f"{plan.app_hash}\0{data.name}\0{data.mount}".encode()).hexdigest()
 
 
+def code_hash(root: Path | None = None) -> str:
+    """What the containers run: the ml_agent source files they ship (the same selection as
+    `add_local_python_source` below), the agent protocol file and the pip packages. `up`
+    redeploys when it differs from the deployed app's, so a new ml-agent version never talks
+    to an old proxy or syncer; a config/CLI edit leaves it unchanged."""
+    root = root or Path(__file__).resolve().parents[2]  # the ml_agent package folder
+    digest = hashlib.sha256("\0".join(PROXY_PACKAGES + SYNCER_PACKAGES).encode())
+    files = [(f"agent/{AGENT_DIR.joinpath('protocol.py').name}", AGENT_DIR / "protocol.py")]
+    for folder, dirs, names in os.walk(root):
+        rel = Path(folder).relative_to(root)
+        dirs[:] = sorted(d for d in dirs if not _unused_source(rel / d))
+        files += [(f"ml_agent/{(rel / n).as_posix()}", Path(folder, n))
+                  for n in sorted(names) if not _unused_source(rel / n)]
+    for name, path in files:
+        digest.update(f"\0{name}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _unused_source(path: Path) -> bool:
     """modal's `ignore` filter (paths relative to ml_agent/): .py files the containers use."""
     parts = Path(path).parts

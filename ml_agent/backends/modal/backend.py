@@ -306,18 +306,19 @@ class ModalBackend:
             )
 
     def ensure_app(self, plan: Plan, say: Progress) -> str:
-        """Deploy the proxy and syncer when `plan.app_hash` changed; return the proxy URL."""
+        """Deploy the proxy and syncer when `plan.app_hash` or the code they run changed
+        (`code_hash`: an upgraded ml-agent); return the proxy URL."""
         import modal
         from modal.exception import NotFoundError
 
-        from ml_agent.backends.modal.app import build_app, deployed_hash
+        from ml_agent.backends.modal.app import build_app, code_hash, deployed_hash
 
-        wanted = deployed_hash(plan)
+        wanted, code = deployed_hash(plan), code_hash()
         with modal_errors("checking the deployed app"):
             state = AppState(plan.app)
-            deployed = state.get("app_hash")
+            deployed, deployed_code = state.get("app_hash"), state.get("code_hash")
             url = None
-            if deployed == wanted:
+            if deployed == wanted and deployed_code == code:
                 try:
                     url = modal.Function.from_name(plan.app, "proxy").get_web_url()
                 except NotFoundError:
@@ -334,12 +335,17 @@ class ModalBackend:
                     f"{len(live)} run(s) still use the deployed ones ({', '.join(live)}). "
                     "Stop them first (`ml-agent stop --all`) or give this config another `app:`."
                 )
-        say(f"deploying app '{plan.app}' (proxy and syncer)")
+        if deployed == wanted:  # settings unchanged, code not: live runs keep working
+            say(f"deploying app '{plan.app}' (proxy and syncer): it runs another ml-agent "
+                "version's code (the proxy rolls over; live sandboxes are not touched)")
+        else:
+            say(f"deploying app '{plan.app}' (proxy and syncer)")
         with modal_errors("deploying the app"):
             app = build_app(plan)
             app.deploy(name=plan.app)
             url = modal.Function.from_name(plan.app, "proxy").get_web_url()
             state.put("app_hash", wanted)
+            state.put("code_hash", code)
             state.put("proxy_secret", plan.proxy.secret)  # named when the key is refused
         if not url:
             raise BackendError(f"app '{plan.app}' was deployed but its proxy has no web URL")
