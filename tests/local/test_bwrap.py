@@ -125,7 +125,7 @@ def test_doctor_and_up_say_which_bwrap_is_used_and_which_was_passed_over(
 def _old_deb_bwrap(request: pytest.FixtureRequest) -> Path:
     """A real bwrap 0.8: Debian 12's package, extracted (never installed), from
     $ML_AGENT_TEST_OLD_BWRAP or the pytest cache folder `old-bwrap`."""
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`
     folder = cache.mkdir("old-bwrap") if cache is not None else Path("/nonexistent")
     given = os.environ.get("ML_AGENT_TEST_OLD_BWRAP")
     path = Path(given) if given else folder / "usr" / "bin" / "bwrap"
