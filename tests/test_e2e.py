@@ -40,12 +40,18 @@ TOOL_COMMAND = (
 
 
 @pytest.fixture
-def home(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
-    """A fresh ML_AGENT_HOME with the proxy's upstream key, sharing the cached images."""
+def home(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+         request: pytest.FixtureRequest) -> Path:
+    """A fresh ML_AGENT_HOME with the proxy's upstream key, sharing the cached images
+    (across sessions in pytest's cache; within this one under `-p no:cacheprovider`)."""
     home = tmp_path / "ml-agent-home"
     (home / "secrets").mkdir(parents=True)
     (home / "secrets" / f"{SECRET}.env").write_text(f"ANTHROPIC_API_KEY={REAL_KEY}\n")
-    (home / "envs").symlink_to(request.config.cache.mkdir("ml-agent-envs"))
+    cache = getattr(request.config, "cache", None)
+    envs = (cache.mkdir("ml-agent-envs") if cache is not None
+            else tmp_path_factory.getbasetemp() / "ml-agent-envs")
+    envs.mkdir(exist_ok=True)
+    (home / "envs").symlink_to(envs)
     return home
 
 

@@ -126,8 +126,10 @@ def _old_deb_bwrap(request: pytest.FixtureRequest) -> Path:
     """A real bwrap 0.8: Debian 12's package, extracted (never installed), from
     $ML_AGENT_TEST_OLD_BWRAP or the pytest cache folder `old-bwrap`."""
     cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`
-    folder = cache.mkdir("old-bwrap") if cache is not None else Path("/nonexistent")
     given = os.environ.get("ML_AGENT_TEST_OLD_BWRAP")
+    if not given and cache is None:
+        pytest.skip("pytest's cache provider is off: set ML_AGENT_TEST_OLD_BWRAP to a bwrap 0.8")
+    folder = cache.mkdir("old-bwrap") if cache is not None else Path()
     path = Path(given) if given else folder / "usr" / "bin" / "bwrap"
     if not path.is_file():
         pytest.skip(
