@@ -25,8 +25,8 @@ from tests.local.helpers import seeded_plan
 
 pytestmark = pytest.mark.slow
 
-#: Writes its metric (the length of its model's name) and its task (the first stdin line),
-#: says ready, works 1.5 s.
+#: Writes its metric (the length of its model's name), its task (the first stdin line) and
+#: the trackio names its launcher chose, says ready, works 1.5 s.
 AGENT = """
 import json, os, sys, time
 run_dir = os.environ["ML_AGENT_RUN_DIR"]
@@ -34,6 +34,8 @@ os.makedirs(run_dir + "/eval", exist_ok=True)
 json.dump({"accuracy": len(os.environ["ML_AGENT_MODEL"])}, open(run_dir + "/eval/m.json", "w"))
 task = json.loads(sys.stdin.readline())["text"]  # one-shot: the task is the first line
 open(run_dir + "/task.txt", "w").write(task)
+json.dump([os.environ["ML_AGENT_TRACKIO_PROJECT"], os.environ["ML_AGENT_TRACKIO_RUN_NAME"]],
+          open(run_dir + "/trackio.json", "w"))
 print(json.dumps({"type": "ready", "seq": 1, "ts": time.time()}), flush=True)
 time.sleep(1.5)
 """
@@ -71,12 +73,12 @@ max_parallel: 2
 def make_plan(home):
     """The sweep's real Plan of each run, with the stand-in agent and no image build."""
 
-    def make(base, overrides, *, sweep_id, allow):
+    def make(base, overrides, *, sweep_id, allow, label):
         config = load_config(base, overrides)
         plan = seeded_plan(home, AGENT)
         plan = plan.model_copy(update={"agent": plan.agent.model_copy(
             update={"model": config.agent.model})})
-        return plan.for_launch(plan.launch.run_id, sweep=sweep_id)
+        return plan.for_launch(plan.launch.run_id, sweep=sweep_id, trackio_run_name=label)
 
     return make
 
@@ -119,9 +121,10 @@ def test_a_sweep_launches_every_run_at_most_max_parallel_live_then_resumes(home,
         assert time.monotonic() < deadline
         time.sleep(0.2)
 
-    task = (home / "volumes" / "sandbox-data" / "runs" / resumed[0] / "task.txt").read_text()
-    assert task.startswith("find the best model")
-    assert f"project '{record.sweep_id}' with run name 'r02-m-ccc'" in task
+    # The task is the user's, as written; where its metrics go reached the sandbox's env.
+    folder = home / "volumes" / "sandbox-data" / "runs" / resumed[0]
+    assert (folder / "task.txt").read_text() == "find the best model"
+    assert json.loads((folder / "trackio.json").read_text()) == [record.sweep_id, "r02-m-ccc"]
 
 
 def test_results_of_a_sweep_compare_its_runs(home, sweep_file, capsys):
@@ -264,6 +267,10 @@ def test_a_detached_sweep_launches_every_run_after_its_launcher_is_killed(home, 
     assert wait_for_runs(backend, sweep_id, 4) <= 2
     runs = [r for r in backend.ps() if r.sweep == sweep_id]
     assert len(runs) == 4 and {r.status for r in runs} == {"succeeded"}
+    labels = {r["run_id"]: r["label"] for r in SweepRecord.load(sweep_id).runs}
+    for run in runs:  # the sweep's own Plans (run_plan), through the detached driver
+        names = home / "volumes" / "sandbox-data" / "runs" / run.run_id / "trackio.json"
+        assert json.loads(names.read_text()) == [sweep_id, labels[run.run_id]]
     deadline = time.monotonic() + 30
     while driver.is_driver(pid, sweep_id):  # done: the driver exits, and notes it
         assert time.monotonic() < deadline

@@ -21,6 +21,10 @@ def test_a_sweep_on_modal_launches_every_run_and_builds_its_image_once(modal_wit
     record = SweepRecord.load(path.stem)
     tagged = {s.tags["ml-agent-run"] for s in fake.sandboxes.values()}
     assert tagged == {r["run_id"] for r in record.runs} and len(tagged) == 3
+    labels = {r["run_id"]: r["label"] for r in record.runs}
+    for sandbox in fake.sandboxes.values():  # one trackio project, one run name each
+        assert sandbox.env["ML_AGENT_TRACKIO_PROJECT"] == record.sweep_id
+        assert sandbox.env["ML_AGENT_TRACKIO_RUN_NAME"] == labels[sandbox.tags["ml-agent-run"]]
     builds = len(fake.requests("ImageGetOrCreate"))
 
     assert main(["up", str(CONFIGS_DIR / "a10.yaml"), "--detach"]) == 0  # a process of its own
