@@ -160,7 +160,8 @@ syncer: {{enabled: false, volume: trackio}}
 """
 
 
-def seeded_sweep(home, tmp_path, models: list[str], max_parallel: int = 2):
+def seeded_sweep(home, tmp_path, models: list[str], max_parallel: int = 2,
+                 tasks: tuple[str, ...] = ("go",)):
     """A sweep file over CONFIG (the stand-in agent in a seeded venv: no image build)."""
     import sys
 
@@ -175,8 +176,9 @@ def seeded_sweep(home, tmp_path, models: list[str], max_parallel: int = 2):
     tiny_venv(venv)
     (venv / image.COMPLETE_FILE).write_text(json.dumps({"pip_freeze": []}))
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(f"base: base.yaml\ntasks: [go]\naxes:\n  agent.model: {models}\n"
-                     f"max_parallel: {max_parallel}\nbudget_usd: {len(models)}\n")
+    sweep.write_text(f"base: base.yaml\ntasks: {json.dumps(list(tasks))}\naxes:\n"
+                     f"  agent.model: {models}\nmax_parallel: {max_parallel}\n"
+                     f"budget_usd: {len(models) * len(tasks)}\n")
     return sweep
 
 
@@ -244,7 +246,7 @@ def wait_for_runs(backend, sweep_id: str, count: int) -> int:
 
 def test_a_detached_sweep_launches_every_run_after_its_launcher_is_killed(home, tmp_path,
                                                                            capsys):
-    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb", "m-ccc", "m-dddd"], max_parallel=2)
+    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb"], max_parallel=2, tasks=("go", "stop"))
     launcher = subprocess.Popen([sys.executable, "-m", "ml_agent", "sweep", str(sweep)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
@@ -267,10 +269,14 @@ def test_a_detached_sweep_launches_every_run_after_its_launcher_is_killed(home, 
     assert wait_for_runs(backend, sweep_id, 4) <= 2
     runs = [r for r in backend.ps() if r.sweep == sweep_id]
     assert len(runs) == 4 and {r.status for r in runs} == {"succeeded"}
-    labels = {r["run_id"]: r["label"] for r in SweepRecord.load(sweep_id).runs}
+    planned = {r["run_id"]: r for r in SweepRecord.load(sweep_id).runs}
+    assert sorted((r["task"], r["label"]) for r in planned.values()) == [
+        ("go", "r00-m-a"), ("go", "r01-m-bb"), ("stop", "r02-m-a"), ("stop", "r03-m-bb")]
     for run in runs:  # the sweep's own Plans (run_plan), through the detached driver
-        names = home / "volumes" / "sandbox-data" / "runs" / run.run_id / "trackio.json"
-        assert json.loads(names.read_text()) == [sweep_id, labels[run.run_id]]
+        folder = home / "volumes" / "sandbox-data" / "runs" / run.run_id
+        entry = planned[run.run_id]
+        assert (folder / "task.txt").read_text() == entry["task"]  # its own, as written
+        assert json.loads((folder / "trackio.json").read_text()) == [sweep_id, entry["label"]]
     deadline = time.monotonic() + 30
     while driver.is_driver(pid, sweep_id):  # done: the driver exits, and notes it
         assert time.monotonic() < deadline
