@@ -7,7 +7,9 @@ it. Its output goes to `sweeps/<id>.log`.
 
 Its environment is explicit and holds no secret (the local supervisor's list, plus Modal's
 non-secret settings); the credentials `up` reads from the environment (the host's Anthropic
-key, a Modal token) come as one JSON object on its stdin, as the supervisor's key does.
+key, a Modal token) come as one JSON object on its stdin, as the supervisor's key does, and
+so do the variables the sweep's configs read (`${env:NAME}`, ML_AGENT_ALLOW_OUTSIDE): the
+driver plans each run from the config files, as the launcher did.
 """
 
 from __future__ import annotations
@@ -66,8 +68,41 @@ def driver_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def credentials(environ: Mapping[str, str]) -> str:
-    return json.dumps({k: environ[k] for k in CREDENTIALS if environ.get(k)})
+def credentials(environ: Mapping[str, str], config_env: Mapping[str, str] = {}) -> str:
+    """What the driver reads on its stdin: the credentials and the configs' variables."""
+    return json.dumps({**config_env, **{k: environ[k] for k in CREDENTIALS if environ.get(k)}})
+
+
+class _EnvReads(Mapping[str, str]):
+    """An environment for the config loader that notes every name a config looks up."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        return self.environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        return len(self.environ)
+
+
+def config_env(record: SweepRecord, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables (with their values in `environ`) that the configs of the sweep's
+    pending runs read: each `${env:NAME}` (a default's too: the driver must resolve the same
+    value), and ML_AGENT_ALLOW_OUTSIDE. Loading the configs checks them here, so a variable
+    this shell lacks is a config error now (file:line), not a failure in the driver's log."""
+    from ml_agent.config import load_config
+    from ml_agent.config.tree import ENV as ALLOW_OUTSIDE
+
+    reads = _EnvReads(environ)
+    for overrides in sorted({tuple(r["overrides"]) for r in record.pending()}):
+        load_config(record.base, list(overrides), env=reads, allow=record.allow)
+    return {k: environ[k] for k in sorted(reads.names | {ALLOW_OUTSIDE}) if k in environ}
 
 
 def is_driver(pid: int, sweep_id: str) -> bool:
@@ -86,10 +121,11 @@ def spawn(record: SweepRecord, home: Path | None = None, wait_s: float = 30.0) -
     with sweep_lock(record.sweep_id, home) as free:
         if not free:
             raise MlAgentError(busy_message(record.sweep_id, home))
+    handed = config_env(record, os.environ)
     log = log_path(record.sweep_id, home)
     pid = spawn_detached([sys.executable, "-m", MODULE, record.sweep_id], log=log,
                           cwd=log.parent, env=driver_env(os.environ),
-                          stdin=credentials(os.environ))
+                          stdin=credentials(os.environ, handed))
     started = f"driver {pid}:"  # its first line: it holds the lock (it may be done already)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ after the launcher stopped mid-sweep, and `results` of the sweep."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ task = json.loads(sys.stdin.readline())["text"]  # one-shot: the task is the fir
 open(run_dir + "/task.txt", "w").write(task)
 json.dump([os.environ["ML_AGENT_TRACKIO_PROJECT"], os.environ["ML_AGENT_TRACKIO_RUN_NAME"]],
           open(run_dir + "/trackio.json", "w"))
+open(run_dir + "/dataset.txt", "w").write(os.environ.get("DATASET", ""))
 print(json.dumps({"type": "ready", "seq": 1, "ts": time.time()}), flush=True)
 time.sleep(1.5)
 """
@@ -304,3 +306,55 @@ def test_stop_sweep_ends_its_detached_driver(home, tmp_path, capsys):
     assert len(runs) < 4 and {r.status for r in runs} <= {"stopped", "succeeded"}
     record = SweepRecord.load(sweep_id)
     assert record.stopped and record.driver_pid is None
+
+
+#: A base config whose value comes from the launcher's environment, through `extends:`.
+READS_ENV = """\
+extends: base.yaml
+sandbox:
+  env:
+    DATASET: ${env:ML_AGENT_SWEEP_TEST_DATASET}
+"""
+
+
+def test_a_detached_driver_gets_the_variables_its_configs_read(home, tmp_path, capsys,
+                                                                monkeypatch):
+    """The driver plans each run from the base config, as the launcher did: a `${env:NAME}`
+    it reads reaches the driver (on its stdin, like the credentials), so every run gets the
+    value; a shell without it is told at `ml-agent sweep` time, not in the driver's log."""
+    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb"], max_parallel=1)
+    (tmp_path / "reads-env.yaml").write_text(READS_ENV)
+    sweep.write_text(sweep.read_text().replace("base: base.yaml", "base: reads-env.yaml"))
+    value = "imdb-slice-7f3e"
+    monkeypatch.setenv("ML_AGENT_SWEEP_TEST_DATASET", value)
+    assert main(["sweep", str(sweep)]) == 0
+    sweep_id = capsys.readouterr().out.strip()
+    pid = SweepRecord.load(sweep_id).driver_pid
+    assert pid
+    for leak in (f"/proc/{pid}/environ", f"/proc/{pid}/cmdline"):
+        with contextlib.suppress(OSError):  # (it may be done already)
+            assert value.encode() not in Path(leak).read_bytes()
+    deadline = time.monotonic() + 90
+    while driver.is_driver(pid, sweep_id):  # (`ps` shows a run failed until its supervisor's
+        assert time.monotonic() < deadline  # pid is noted: wait for the launches first)
+        time.sleep(0.1)
+    backend = LocalBackend(home)
+    wait_for_runs(backend, sweep_id, 2)
+    runs = [r for r in backend.ps() if r.sweep == sweep_id]
+    log = driver.log_path(sweep_id).read_text()
+    assert {r.status for r in runs} == {"succeeded"} and len(runs) == 2, log
+    for run in runs:
+        folder = home / "volumes" / "sandbox-data" / "runs" / run.run_id
+        assert (folder / "dataset.txt").read_text() == value
+    assert value not in log
+
+    # A sweep not yet launched, resumed from a shell without the variable: refused at once.
+    record = SweepRecord.new(load_sweep(sweep))
+    record.save()
+    monkeypatch.delenv("ML_AGENT_SWEEP_TEST_DATASET")
+    assert main(["sweep", "--resume", record.sweep_id]) == 1
+    err = capsys.readouterr().err
+    assert "reads-env.yaml:4:14: sandbox.env.DATASET: environment variable " \
+        "ML_AGENT_SWEEP_TEST_DATASET is not set" in err, err
+    assert not driver.log_path(record.sweep_id).exists()
+    assert SweepRecord.load(record.sweep_id).driver_pid is None
