@@ -123,14 +123,21 @@ def spawn(record: SweepRecord, home: Path | None = None, wait_s: float = 30.0) -
             raise MlAgentError(busy_message(record.sweep_id, home))
     handed = config_env(record, os.environ)
     log = log_path(record.sweep_id, home)
+    since = time.time()
     pid = spawn_detached([sys.executable, "-m", MODULE, record.sweep_id], log=log,
                           cwd=log.parent, env=driver_env(os.environ),
                           stdin=credentials(os.environ, handed))
     started = f"driver {pid}:"  # its first line: it holds the lock (it may be done already)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if SweepRecord.load(record.sweep_id, home).driver_pid == pid:
+        now = SweepRecord.load(record.sweep_id, home)
+        if now.driver_pid == pid:
             return pid
+        if (now.driver_error_at or 0) >= since and not is_driver(pid, record.sweep_id):
+            # it failed at once: say why here, not only in its log
+            from ml_agent.runs.sweepstate import describe
+
+            raise MlAgentError(describe(now, home)[0])
         alive = is_driver(pid, record.sweep_id)
         with contextlib.suppress(OSError):
             if started in log.read_text(errors="replace"):
@@ -173,6 +180,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     from ml_agent.backends import get_backend
     from ml_agent.runs.sweeps import Driver
+    from ml_agent.runs.sweepstate import driving
 
     [sweep_id] = sys.argv[1:] if argv is None else argv
     os.environ.update(json.loads(sys.stdin.readline() or "{}"))
@@ -187,18 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             say(busy_message(sweep_id, None))
             return 1
         record = SweepRecord.load(sweep_id)
-        record.driver_pid = os.getpid()
-        record.save()
-        say(f"driver {os.getpid()}: {len(record.pending())} of {len(record.runs)} run(s) "
-            f"to launch, at most {record.max_parallel} live at a time")
         try:
-            launched = Driver(record, get_backend, say=say).run()
+            with driving(record):  # its pid noted; a failure noted for `ps --sweep`
+                say(f"driver {os.getpid()}: {len(record.pending())} of {len(record.runs)} "
+                    f"run(s) to launch, at most {record.max_parallel} live at a time")
+                launched = Driver(record, get_backend, say=say).run()
         except MlAgentError as exc:
             say(f"error: {exc}\n(`ml-agent sweep --resume {sweep_id}` launches the rest)")
             return 1
-        finally:
-            record.driver_pid = None
-            record.save()
         say(f"{len(launched)} run(s) launched; `ml-agent results {sweep_id}` compares them")
     return 0
 

@@ -55,6 +55,12 @@ class SweepRecord:
     allow: list[str] = dataclasses.field(default_factory=list)  # --allow-outside folders
     stopped: bool = False  # `ml-agent stop --sweep`: launch nothing more, resume included
     driver_pid: int | None = None  # the detached driver launching it now (runs/driver.py)
+    # Kept by runs/sweepstate.py: the launching process's start (in clock ticks since boot,
+    # /proc/PID/stat; a pid reused by another program is not it), and why the last one
+    # stopped launching when it failed (message, unix time), for `ps --sweep` and `results`.
+    driver_start: int | None = None
+    driver_error: str | None = None
+    driver_error_at: float | None = None
 
     @classmethod
     def new(cls, sweep: Sweep, allow: list[str] | None = None) -> SweepRecord:
