@@ -127,6 +127,7 @@ def results(
     out: Path = Out,
     backend: str = typer.Option("all", "--backend", help="all | local | modal."),
 ) -> None:
+    from ml_agent.cli.runs import sweep_state
     from ml_agent.runs.gather import columns, sort_rows, to_csv
 
     if as_json and as_csv:
@@ -145,10 +146,8 @@ def results(
             f"--sort {key!r}: no such column; the columns are {', '.join(cols)}"
         )
     groups = _groups(records, rows)
-    for name in groups:  # a failed or vanished driver, above the table of its sweep
+    for name in groups:  # a failed or vanished driver, said above the tables
         if name != NO_SWEEP:
-            from ml_agent.cli.runs import sweep_state
-
             sweep_state(name, only_problems=True)
     if key is not None:
         groups = {name: sort_rows(g, key, descending=descending) for name, g in groups.items()}

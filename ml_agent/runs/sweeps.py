@@ -55,9 +55,10 @@ class SweepRecord:
     allow: list[str] = dataclasses.field(default_factory=list)  # --allow-outside folders
     stopped: bool = False  # `ml-agent stop --sweep`: launch nothing more, resume included
     driver_pid: int | None = None  # the detached driver launching it now (runs/driver.py)
-    # Kept by runs/sweepstate.py: the launching process's start (in clock ticks since boot,
-    # /proc/PID/stat; a pid reused by another program is not it), and why the last one
-    # stopped launching when it failed (message, unix time), for `ps --sweep` and `results`.
+    # Kept by runs/sweepstate.py (driver_pid too: `sweep --foreground` notes itself there):
+    # the launching process's start (clock ticks since boot, /proc/PID/stat: a pid reused
+    # by another program is not it), and why the last one stopped launching when it failed
+    # (message, unix time), for `ps --sweep`, `results` and `sweep --resume` to say.
     driver_start: int | None = None
     driver_error: str | None = None
     driver_error_at: float | None = None
