@@ -54,14 +54,14 @@ class SweepRecord:
     runs: list[dict[str, Any]]  # index, task, overrides, label, run_id, backend, launched_at
     allow: list[str] = dataclasses.field(default_factory=list)  # --allow-outside folders
     stopped: bool = False  # `ml-agent stop --sweep`: launch nothing more, resume included
-    driver_pid: int | None = None  # the detached driver launching it now (runs/driver.py)
-    # Kept by runs/sweepstate.py (driver_pid too: `sweep --foreground` notes itself there):
-    # the launching process's start (clock ticks since boot, /proc/PID/stat: a pid reused
-    # by another program is not it), and why the last one stopped launching when it failed
-    # (message, unix time), for `ps --sweep`, `results` and `sweep --resume` to say.
+    # Kept by runs/sweepstate.py (driver_pid below too: `sweep --foreground` notes itself
+    # there): the launching process's start (clock ticks since boot, /proc/PID/stat: a pid
+    # reused by another program is not it), and why the last one stopped launching when it
+    # failed (message, unix time), for `ps --sweep`, `results` and `sweep --resume` to say.
     driver_start: int | None = None
     driver_error: str | None = None
     driver_error_at: float | None = None
+    driver_pid: int | None = None  # the detached driver launching it now (runs/driver.py)
 
     @classmethod
     def new(cls, sweep: Sweep, allow: list[str] | None = None) -> SweepRecord:
@@ -190,9 +190,8 @@ class Driver:
         self.forget_unlaunched()
         launched = []
         for entry in self.record.pending():
-            plan = self.make_plan(self.record.base, entry["overrides"],
-                                  sweep_id=self.record.sweep_id, allow=self.record.allow,
-                                  label=entry["label"])
+            plan = self.make_plan(self.record.base, entry["overrides"], label=entry["label"],
+                                  sweep_id=self.record.sweep_id, allow=self.record.allow)
             limit = machine_parallel(plan.backend, self.record.max_parallel)
             # Fewer noted runs than slots leave a slot free whatever their status: ask the
             # registry (every run's status, O(runs) round trips on Modal) only when needed.
@@ -210,8 +209,9 @@ class Driver:
             self.record.save(self.home)  # noted before launching: a resume can tell
             self.say(f"launching run {entry['index'] + 1}/{len(self.record.runs)}: "
                      f"{plan.launch.run_id} ({entry['label']})")
+            task = entry["task"]  # the user's, as written (its trackio names are in its env)
             try:
-                self.backend(plan.backend).up(plan, task=entry["task"], detach=True)
+                self.backend(plan.backend).up(plan, task=task, detach=True)
             except BaseException:
                 entry.update(run_id=None, backend=None)
                 self.record.save(self.home)
