@@ -98,6 +98,8 @@ class Settings:
     config_dir: Path
     config_hash: str | None
     resume_session: str | None = None  # a resumed run: the Claude session it continues
+    trackio_project: str = ""  # set by the launcher for a sweep's runs; empty = agent's choice
+    trackio_run_name: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
@@ -134,7 +136,24 @@ class Settings:
             config_dir=Path(get("CLAUDE_CONFIG_DIR") or run_dir / "claude"),
             config_hash=get("ML_AGENT_CONFIG_HASH") or None,
             resume_session=resume or None,
+            trackio_project=get("ML_AGENT_TRACKIO_PROJECT"),
+            trackio_run_name=get("ML_AGENT_TRACKIO_RUN_NAME"),
         )
+
+
+def trackio_names(settings: Settings) -> str:
+    """The system prompt's line on the trackio names the launcher chose, if it chose any (a
+    sweep's runs share one project, the sweep id, each under its own run name)."""
+    names = [f"{what} '{value}' (${var})" for what, value, var in (
+        ("project", settings.trackio_project, "ML_AGENT_TRACKIO_PROJECT"),
+        ("run name", settings.trackio_run_name, "ML_AGENT_TRACKIO_RUN_NAME"),
+    ) if value]
+    if not names:
+        return ""
+    return (f"Log metrics with trackio to {' with '.join(names)}: the launcher chose them, so "
+            "that the runs of a sweep compare in one dashboard. setup_trackio.py uses them "
+            "without flags; pass the same names to TrainingArguments(project=..., "
+            "run_name=...) or trackio.init(project=..., name=...).")
 
 
 def _writable_dir(path: Path) -> bool:
@@ -410,6 +429,7 @@ class Agent:
                 f"ml-agent run {s.run_id}; the run folder is {s.run_dir} "
                 "($ML_AGENT_RUN_DIR): write every output there.",
                 mode,
+                trackio_names(s),
                 s.system_prompt.strip(),
             )
             if p

@@ -29,6 +29,10 @@ ENV: Final[Mapping[str, str]] = {
     "ML_AGENT_CONFIG_HASH": "the Plan's content hash, recorded in result.json; may be empty",
     "CLAUDE_CONFIG_DIR": "inside the run folder, so a conversation can be resumed",
     "ML_AGENT_RESUME_SESSION": "the Claude session id a resumed run continues; empty = a new one",
+    "ML_AGENT_TRACKIO_PROJECT": "the trackio project to log to (a sweep's id); empty = the "
+    "agent names it",
+    "ML_AGENT_TRACKIO_RUN_NAME": "the trackio run name (a sweep run's label); empty = the agent "
+    "names it",
 }
 
 #: A Claude session id (the CLI's own: a UUID). Both sides check it before it is passed on.

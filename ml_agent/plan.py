@@ -139,6 +139,12 @@ class LaunchPlan(_Frozen):
     # out of the plan's JSON (a run's plan is the same whether a sweep launched it or not).
     sweep: str | None = Field(default=None, exclude=True)
     resume_session: str | None = None  # `up --resume`: the Claude session the run continues
+    # Where the agent logs its metrics (ML_AGENT_TRACKIO_PROJECT / _RUN_NAME): a sweep's runs
+    # share one project (the sweep id), each under its own run name (its label), so
+    # trackio's dashboard compares them; None = the agent names them. A new leg of the run
+    # (`up --resume`) keeps them.
+    trackio_project: str | None = None
+    trackio_run_name: str | None = None
 
 
 #: Shown for the proxy URL in a plan: it is known only once the proxy is deployed/started.
@@ -169,16 +175,24 @@ class Plan(_Frozen):
 
     def for_launch(
         self, run_id: str, *, base_url: str = PROXY_URL_PLACEHOLDER, sweep: str | None = None,
-        resume_session: str | None = None,
+        resume_session: str | None = None, trackio_run_name: str | None = None,
     ) -> Plan:
         """This plan with its per-launch parts; the token is `contracts.TOKEN_PLACEHOLDER`.
 
         The launcher calls `launch_env(plan, base_url=..., token=...)` for the real env.
-        `resume_session`: a resumed run's Claude session (`up --resume`).
+        `resume_session`: a resumed run's Claude session (`up --resume`). A run of `sweep`
+        logs to trackio project `sweep` under `trackio_run_name`. A plan that was launched
+        as `run_id` before (a resumed run) keeps its trackio names.
         """
+        project, name = sweep, trackio_run_name
+        before = self.launch
+        if before is not None and before.run_id == run_id and sweep is None \
+                and trackio_run_name is None:  # a new leg of the same run
+            project, name = before.trackio_project, before.trackio_run_name
         launch = LaunchPlan(
             run_id=run_id, run_dir=contracts.run_dir(self.data_volume.mount, run_id), env={},
-            sweep=sweep, resume_session=resume_session,
+            sweep=sweep, resume_session=resume_session, trackio_project=project,
+            trackio_run_name=name,
         )
         planned = self.model_copy(update={"launch": launch})
         env = _launcher_env(planned, base_url=base_url, token=contracts.TOKEN_PLACEHOLDER)
@@ -345,6 +359,8 @@ def _launcher_env(plan: Plan, *, base_url: str, token: str) -> dict[str, str]:
         "ML_AGENT_CONFIG_HASH": plan.config_hash,
         "CLAUDE_CONFIG_DIR": f"{launch.run_dir}/claude",
         "ML_AGENT_RESUME_SESSION": launch.resume_session or "",
+        "ML_AGENT_TRACKIO_PROJECT": launch.trackio_project or "",
+        "ML_AGENT_TRACKIO_RUN_NAME": launch.trackio_run_name or "",
     }
     assert env.keys() == contracts.protocol.ENV.keys(), "plan.py and agent/protocol.py ENV differ"
     return env

@@ -1,8 +1,11 @@
 """A sweep end to end on the local backend, as a user runs it: `ml-agent sweep FILE
---foreground` launches two runs (two tasks), each the real agent and the real bundled
-Claude CLI in its sandbox behind the project's proxy; the only scripted thing is the model
-(one text answer per run). `ml-agent results SWEEP --json` then shows both runs succeeded
-with the proxy's metered cost, and each run's first model request carried its own task.
+--foreground` launches two runs (one task, an axis of two models), each the real agent and
+the real bundled Claude CLI in its sandbox behind the project's proxy; the only scripted
+thing is the model (one text answer per run). `ml-agent results SWEEP --json` then shows
+both runs succeeded with the proxy's metered cost, and at the fake Anthropic each run's
+requests carried its own axis value (the model), its task as written, and the trackio
+project and run name its sandbox was given (named in its system prompt, which the agent
+builds from ML_AGENT_TRACKIO_PROJECT/_RUN_NAME).
 
 The `home` fixture and the CLI helpers are tests/test_e2e.py's own.
 """
@@ -23,7 +26,8 @@ from tests.test_e2e import REAL_KEY, SECRET, _cli, _env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 home = test_e2e.home  # the same fixture: a fresh ML_AGENT_HOME sharing the cached images
-TASKS = ("write the marker alpha-7f3e", "write the marker beta-91c2")
+TASK = "write the marker alpha-7f3e"
+MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")
 
 
 @pytest.fixture
@@ -38,13 +42,21 @@ def _first_user_text(call) -> str:
     return json.dumps(call.json.get("messages", [])[:1])
 
 
-def test_a_sweep_of_two_runs_with_the_real_cli(home, fake, tmp_path):
+def _run_of(call, run_ids) -> str:
+    """The run whose agent made `call`: its system prompt names the run ("ml-agent run ID")."""
+    system = json.dumps(call.json.get("system"))
+    [run_id] = [r for r in run_ids if f"ml-agent run {r}" in system]
+    return run_id
+
+
+def test_a_sweep_of_two_models_with_the_real_cli(home, fake, tmp_path):
     env = _env(home, tmp_path)
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"""\
 base: {CONFIGS_DIR / "local.yaml"}
-tasks: {json.dumps(list(TASKS))}
+tasks: [{json.dumps(TASK)}]
 axes:
+  agent.model: {json.dumps(list(MODELS))}
   agent.max_turns: [3]
   proxy.upstream: ["{fake.url}"]
   proxy.upstream_secret: ["{SECRET}"]
@@ -81,13 +93,25 @@ max_parallel: 2
         assert result["cost_usd"] == result["proxy_usage"]["cost_usd"] == row["cost_usd"]
         assert result["proxy_usage"]["requests"] >= 1
 
-    # Each run's first model request carried its own task: two agent conversations, each
-    # opening with one of the two tasks, and no task given twice.
-    firsts = [c for c in fake.message_calls()
-              if main_loop(c) and len(c.json.get("messages", [])) == 1]
-    assert len(firsts) == 2, [_first_user_text(c) for c in firsts]
-    opened = sorted(next(t for t in TASKS if t in _first_user_text(c)) for c in firsts)
-    assert opened == sorted(TASKS)
+    # Each run's requests carried its own axis value (the model), its task as written (no
+    # sentence appended) and the trackio names the launcher gave its sandbox.
+    record = json.loads((home / "sweeps" / f"{sweep_id}.json").read_text())
+    planned = {r["run_id"]: r for r in record["runs"]}
+    assert planned.keys() == {r["run_id"] for r in runs}
+    calls = [c for c in fake.message_calls() if main_loop(c)]
+    by_run = {run_id: [c for c in calls if _run_of(c, planned) == run_id] for run_id in planned}
+    for run_id, entry in planned.items():
+        mine = by_run[run_id]
+        assert mine, f"no model request from run {run_id}"
+        [model] = [m for m in MODELS if f'agent.model="{m}"' in entry["overrides"]]
+        assert {c.json["model"] for c in mine} == {model}, (run_id, model)
+        assert entry["label"].startswith(f"r{entry['index']:02d}-{model}-")
+        [first] = [c for c in mine if len(c.json.get("messages", [])) == 1]
+        content = first.json["messages"][0]["content"]  # the CLI's reminders, then the task
+        assert [b.get("text") for b in content][-1] == TASK, _first_user_text(first)
+        system = json.dumps(first.json.get("system"))
+        assert f"project '{sweep_id}' ($ML_AGENT_TRACKIO_PROJECT)" in system
+        assert f"run name '{entry['label']}' ($ML_AGENT_TRACKIO_RUN_NAME)" in system
     assert {c.api_key for c in fake.message_calls()} == {REAL_KEY}  # through the proxy
     for run in runs:
         token = json.loads((home / "runs" / run["run_id"] / "launch.json").read_text())[

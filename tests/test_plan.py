@@ -293,6 +293,27 @@ def test_launch_env_names_the_namespace_only_when_syncing(project):
     assert launch_env(plan, base_url="u", token="t")["ML_AGENT_HF_NAMESPACE"] == "me"
 
 
+def test_a_sweep_run_logs_to_the_sweeps_trackio_project_under_its_label(project):
+    sweep = "sw-20261204-1612-5d1e7b"
+    plan = plan_of(project).for_launch(RUN_ID, sweep=sweep, trackio_run_name="r01-m-b")
+    env = launch_env(plan, base_url="u", token="t")
+    assert (env["ML_AGENT_TRACKIO_PROJECT"], env["ML_AGENT_TRACKIO_RUN_NAME"]) == (
+        sweep, "r01-m-b")
+    # The local supervisor and Modal's `up --resume` read the plan back from its JSON; a new
+    # leg of the run (the same run id) keeps its names, another run does not get them.
+    kept = Plan.model_validate(plan.model_dump(mode="json"))
+    leg = kept.for_launch(RUN_ID, resume_session="0f6e2d3c-aaaa-bbbb-cccc-000000000000")
+    assert launch_env(leg, base_url="u", token="t")["ML_AGENT_TRACKIO_PROJECT"] == sweep
+    assert leg.launch is not None and leg.launch.trackio_run_name == "r01-m-b"
+    other = kept.for_launch("20261126-0316-d4e5f6")
+    assert launch_env(other, base_url="u", token="t")["ML_AGENT_TRACKIO_PROJECT"] == ""
+
+
+def test_a_lone_run_leaves_the_trackio_names_to_the_agent(project):
+    env = launch_env(plan_of(project).for_launch(RUN_ID), base_url="u", token="t")
+    assert env["ML_AGENT_TRACKIO_PROJECT"] == env["ML_AGENT_TRACKIO_RUN_NAME"] == ""
+
+
 def test_launch_env_needs_a_launch(project):
     with pytest.raises(ValueError, match="for_launch"):
         launch_env(plan_of(project), base_url="u", token="t")

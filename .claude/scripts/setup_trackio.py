@@ -4,6 +4,10 @@
     python /app/.claude/scripts/setup_trackio.py --project sst2-distilbert \\
         --run-name lr3e-5-bs32 [--space my-space] [--config '{"lr": 3e-5}']
 
+When the launcher sets `ML_AGENT_TRACKIO_PROJECT` / `ML_AGENT_TRACKIO_RUN_NAME` (the runs
+of a sweep: one project, one run name each), they are the defaults of `--project` /
+`--run-name` and win over a flag that differs (said on stderr).
+
 1. Writes `$TRACKIO_DIR/space_id` (one line, `namespace/space-name`): the Space the syncer
    publishes this volume's metrics to. The namespace is always `$ML_AGENT_HF_NAMESPACE` (the
    syncer ignores any other); without a namespace nothing is written and metrics stay local.
@@ -23,6 +27,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 DEFAULT_SPACE = "ml-agent-metrics"
@@ -32,6 +37,8 @@ OUTPUT_DIRS = ("checkpoints", "model", "eval", "logs")
 REPO_NAME = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 # Variables that would make trackio (or transformers' TrackioCallback) upload by itself.
 REMOTE_ENV = ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL")
+# Set by the launcher (agent/protocol.py ENV): the names to log under, when it chose them.
+PINNED = {"project": "ML_AGENT_TRACKIO_PROJECT", "run_name": "ML_AGENT_TRACKIO_RUN_NAME"}
 
 
 class UsageError(Exception):
@@ -61,6 +68,21 @@ def write_space_id(trackio_dir: Path, value: str) -> Path:
     return path
 
 
+def pinned(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """`--project` / `--run-name` from the launcher's variables when it set them (they win
+    over a differing flag: the runs of a sweep must share its project); else the flags."""
+    for dest, var in PINNED.items():
+        flag = "--" + dest.replace("_", "-")
+        given, chosen = getattr(args, dest), env.get(var, "").strip()
+        if chosen:
+            if given is not None and given != chosen:
+                print(f"setup_trackio: {flag} {given!r} ignored: this run logs under "
+                      f"{chosen!r} (${var}, set by the launcher)", file=sys.stderr)
+            setattr(args, dest, chosen)
+        elif not given:
+            raise UsageError(f"{flag} is required (the launcher did not set ${var})")
+
+
 def start_run(project: str, run_name: str, config: dict) -> None:
     """Create or resume the run locally; the empty step-0 log is what makes it exist."""
     import trackio
@@ -83,13 +105,16 @@ def start_run(project: str, run_name: str, config: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", required=True, help="trackio project, e.g. sst2-distilbert")
-    parser.add_argument("--run-name", required=True, help="what this run tries, e.g. lr3e-5")
+    parser.add_argument("--project", help="trackio project, e.g. sst2-distilbert "
+                        "(default: $ML_AGENT_TRACKIO_PROJECT, which wins when set)")
+    parser.add_argument("--run-name", help="what this run tries, e.g. lr3e-5 "
+                        "(default: $ML_AGENT_TRACKIO_RUN_NAME, which wins when set)")
     parser.add_argument("--space", default=DEFAULT_SPACE, help="Space name inside the namespace")
     parser.add_argument("--config", default="{}", help="JSON object of hyperparameters")
     args = parser.parse_args(argv)
     env = os.environ
     try:
+        pinned(args, env)
         for name in ("TRACKIO_DIR", "ML_AGENT_RUN_DIR"):
             if not env.get(name):
                 raise UsageError(f"{name} is not set; the sandbox sets it (see CLAUDE.md)")

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
 
 def _select(items: list[str], last: int, which: str = "all") -> list[RunRecord]:
     """The records named by run ids, run id prefixes or sweep ids (in the order given)."""
-    from ml_agent.cli.runs import _all_records, _backend_for, _record
+    from ml_agent.cli.runs import _all_records, _backend_for, _record, sweep_state
 
     if not items:
         records = _all_records(which)
@@ -55,7 +55,9 @@ def _select(items: list[str], last: int, which: str = "all") -> list[RunRecord]:
             members = [r for r in everything if r.sweep and r.sweep.startswith(item)]
             sweeps = {r.sweep for r in members}
             if not members:
-                raise RunNotFound(f"no runs of sweep {item!r} (see `ml-agent ps`)")
+                state = sweep_state(item, only_problems=True)
+                raise RunNotFound(f"no runs of sweep {item!r} yet" if state else
+                                  f"no runs of sweep {item!r} (see `ml-agent ps`)")
             if len(sweeps) > 1:
                 raise RunNotFound(f"{item!r} matches several sweeps; give more of the id")
             chosen.update((r.run_id, r) for r in members)
@@ -125,6 +127,7 @@ def results(
     out: Path = Out,
     backend: str = typer.Option("all", "--backend", help="all | local | modal."),
 ) -> None:
+    from ml_agent.cli.runs import sweep_state
     from ml_agent.runs.gather import columns, sort_rows, to_csv
 
     if as_json and as_csv:
@@ -143,6 +146,9 @@ def results(
             f"--sort {key!r}: no such column; the columns are {', '.join(cols)}"
         )
     groups = _groups(records, rows)
+    for name in groups:  # a failed or vanished driver, said above the tables
+        if name != NO_SWEEP:
+            sweep_state(name, only_problems=True)
     if key is not None:
         groups = {name: sort_rows(g, key, descending=descending) for name, g in groups.items()}
     if as_json:

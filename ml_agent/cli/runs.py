@@ -633,6 +633,7 @@ def ps(
     records = _all_records(backend)
     if sweep is not None:
         records = [r for r in records if r.sweep and r.sweep.startswith(sweep)]
+        sweep_state(sweep)
     if as_json:
         rows = [{**r.to_dict(), "where": where(r)} for r in records]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -647,10 +648,29 @@ def ps(
     cells = [[r.run_id, r.status, r.backend, r.config, r.gpu or "-", _age(now - r.created_at),
               _cost(r), *([str(max(len(r.legs), 1))] if legs else [])] for r in records]
     if not records:
-        _err().print("no runs yet: `ml-agent up` starts one")
+        _err().print("no runs yet: `ml-agent up` starts one" if sweep is None
+                     else f"no runs of sweep {sweep} yet", highlight=False, markup=False)
         return
     print_table(("RUN", "STATUS", "BACKEND", "CONFIG", "GPU", "AGE", "COST",
                  *(["LEGS"] if legs else [])), cells)
+
+
+def sweep_state(sweep: str, *, only_problems: bool = False) -> str | None:
+    """Say on stderr how the launching of `sweep` (an id or prefix) stands: its driver
+    running, failed, or gone with runs not launched. Returns the line; None for a sweep
+    not recorded on this machine (its runs are still listed)."""
+    from ml_agent.runs.sweeps import SweepRecord
+    from ml_agent.runs.sweepstate import describe
+
+    try:
+        record = SweepRecord.load(sweep)
+    except (MlAgentError, OSError, ValueError):
+        return None
+    line, problem = describe(record)
+    if problem or not only_problems:
+        _err().print(("warning: " if problem else "") + line, highlight=False, soft_wrap=True,
+                     markup=False)
+    return line
 
 
 def _cost(record: RunRecord) -> str:

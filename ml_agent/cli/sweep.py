@@ -17,6 +17,7 @@ SWEEP_HELP = """Launch a sweep: every task × every combination of axis values, 
 The runs are detached, at most `max_parallel` live at once (on the local backend, at most
 one per CPU core). A driver process of its own launches them, so the sweep goes on after
 this command returns and its terminal closes (its log: $ML_AGENT_HOME/sweeps/ID.log);
+`ml-agent ps --sweep ID` says whether it runs, failed (and why) or is gone;
 `ml-agent stop --sweep ID` ends it. `--foreground` launches from this process instead.
 
 `--dry-run` prints every run and the worst-case cost of the whole sweep, launching nothing.
@@ -61,7 +62,9 @@ def sweep(
     if resume is not None:
         if dry_run:
             raise typer.BadParameter("--dry-run takes a FILE, not --resume")
-        _launch(SweepRecord.load(resume), foreground)
+        record = SweepRecord.load(resume)
+        _say_state(record)
+        _launch(record, foreground)
         return
     loaded = load_sweep(file, allow)
     plans = [run_plan(str(loaded.base), list(r.overrides), allow=allow) for r in loaded.runs]
@@ -103,18 +106,30 @@ def _launch(record, foreground: bool) -> None:  # type: ignore[no-untyped-def]
         f"stop:   ml-agent stop --sweep {sid}", highlight=False, soft_wrap=True, markup=False)
 
 
+def _say_state(record) -> None:  # type: ignore[no-untyped-def]
+    """Before a resume: how the last launching ended, when it needs the user."""
+    from ml_agent.cli.output import err_console
+    from ml_agent.runs.sweepstate import describe
+
+    line, problem = describe(record)
+    if problem:
+        err_console().print(f"note: {line}", highlight=False, soft_wrap=True, markup=False)
+
+
 def _drive(record) -> None:  # type: ignore[no-untyped-def]
     from ml_agent.backends import get_backend
     from ml_agent.cli.output import err_console
     from ml_agent.runs.sweeps import Driver
+    from ml_agent.runs.sweepstate import driving
 
     err = err_console()
     pending = len(record.pending())
     err.print(f"sweep {record.sweep_id}: {pending} of {len(record.runs)} run(s) to launch, "
               f"at most {record.max_parallel} live at a time", highlight=False, soft_wrap=True)
     try:
-        launched = Driver(record, get_backend,
-                          say=lambda m: err.print(m, highlight=False, markup=False)).run()
+        with driving(record):  # noted in the record: `ps --sweep` shows it, or its failure
+            launched = Driver(record, get_backend,
+                              say=lambda m: err.print(m, highlight=False, markup=False)).run()
     except KeyboardInterrupt:
         err.print(f"interrupted; `ml-agent sweep --resume {record.sweep_id}` launches the rest")
         raise typer.Exit(130) from None

@@ -7,7 +7,9 @@ it. Its output goes to `sweeps/<id>.log`.
 
 Its environment is explicit and holds no secret (the local supervisor's list, plus Modal's
 non-secret settings); the credentials `up` reads from the environment (the host's Anthropic
-key, a Modal token) come as one JSON object on its stdin, as the supervisor's key does.
+key, a Modal token) come as one JSON object on its stdin, as the supervisor's key does, and
+so do the variables the sweep's configs read (`${env:NAME}`, ML_AGENT_ALLOW_OUTSIDE): the
+driver plans each run from the config files, as the launcher did.
 """
 
 from __future__ import annotations
@@ -66,8 +68,41 @@ def driver_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def credentials(environ: Mapping[str, str]) -> str:
-    return json.dumps({k: environ[k] for k in CREDENTIALS if environ.get(k)})
+def credentials(environ: Mapping[str, str], config_env: Mapping[str, str] = {}) -> str:
+    """What the driver reads on its stdin: the credentials and the configs' variables."""
+    return json.dumps({**config_env, **{k: environ[k] for k in CREDENTIALS if environ.get(k)}})
+
+
+class _EnvReads(Mapping[str, str]):
+    """An environment for the config loader that notes every name a config looks up."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        return self.environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        return len(self.environ)
+
+
+def config_env(record: SweepRecord, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables (with their values in `environ`) that the configs of the sweep's
+    pending runs read: each `${env:NAME}` (a default's too: the driver must resolve the same
+    value), and ML_AGENT_ALLOW_OUTSIDE. Loading the configs checks them here, so a variable
+    this shell lacks is a config error now (file:line), not a failure in the driver's log."""
+    from ml_agent.config import load_config
+    from ml_agent.config.tree import ENV as ALLOW_OUTSIDE
+
+    reads = _EnvReads(environ)
+    for overrides in sorted({tuple(r["overrides"]) for r in record.pending()}):
+        load_config(record.base, list(overrides), env=reads, allow=record.allow)
+    return {k: environ[k] for k in sorted(reads.names | {ALLOW_OUTSIDE}) if k in environ}
 
 
 def is_driver(pid: int, sweep_id: str) -> bool:
@@ -86,15 +121,23 @@ def spawn(record: SweepRecord, home: Path | None = None, wait_s: float = 30.0) -
     with sweep_lock(record.sweep_id, home) as free:
         if not free:
             raise MlAgentError(busy_message(record.sweep_id, home))
+    handed = config_env(record, os.environ)
     log = log_path(record.sweep_id, home)
+    since = time.time()
     pid = spawn_detached([sys.executable, "-m", MODULE, record.sweep_id], log=log,
                           cwd=log.parent, env=driver_env(os.environ),
-                          stdin=credentials(os.environ))
+                          stdin=credentials(os.environ, handed))
     started = f"driver {pid}:"  # its first line: it holds the lock (it may be done already)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if SweepRecord.load(record.sweep_id, home).driver_pid == pid:
+        now = SweepRecord.load(record.sweep_id, home)
+        if now.driver_pid == pid:
             return pid
+        if (now.driver_error_at or 0) >= since and not is_driver(pid, record.sweep_id):
+            # it failed at once: say why here, not only in its log
+            from ml_agent.runs.sweepstate import describe
+
+            raise MlAgentError(describe(now, home)[0])
         alive = is_driver(pid, record.sweep_id)
         with contextlib.suppress(OSError):
             if started in log.read_text(errors="replace"):
@@ -137,6 +180,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     from ml_agent.backends import get_backend
     from ml_agent.runs.sweeps import Driver
+    from ml_agent.runs.sweepstate import driving
 
     [sweep_id] = sys.argv[1:] if argv is None else argv
     os.environ.update(json.loads(sys.stdin.readline() or "{}"))
@@ -151,18 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             say(busy_message(sweep_id, None))
             return 1
         record = SweepRecord.load(sweep_id)
-        record.driver_pid = os.getpid()
-        record.save()
-        say(f"driver {os.getpid()}: {len(record.pending())} of {len(record.runs)} run(s) "
-            f"to launch, at most {record.max_parallel} live at a time")
         try:
-            launched = Driver(record, get_backend, say=say).run()
+            with driving(record):  # its pid noted; a failure noted for `ps --sweep`
+                say(f"driver {os.getpid()}: {len(record.pending())} of {len(record.runs)} "
+                    f"run(s) to launch, at most {record.max_parallel} live at a time")
+                launched = Driver(record, get_backend, say=say).run()
         except MlAgentError as exc:
             say(f"error: {exc}\n(`ml-agent sweep --resume {sweep_id}` launches the rest)")
             return 1
-        finally:
-            record.driver_pid = None
-            record.save()
         say(f"{len(launched)} run(s) launched; `ml-agent results {sweep_id}` compares them")
     return 0
 

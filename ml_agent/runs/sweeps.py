@@ -54,6 +54,13 @@ class SweepRecord:
     runs: list[dict[str, Any]]  # index, task, overrides, label, run_id, backend, launched_at
     allow: list[str] = dataclasses.field(default_factory=list)  # --allow-outside folders
     stopped: bool = False  # `ml-agent stop --sweep`: launch nothing more, resume included
+    # Kept by runs/sweepstate.py (driver_pid below too: `sweep --foreground` notes itself
+    # there): the launching process's start (clock ticks since boot, /proc/PID/stat: a pid
+    # reused by another program is not it), and why the last one stopped launching when it
+    # failed (message, unix time), for `ps --sweep`, `results` and `sweep --resume` to say.
+    driver_start: int | None = None
+    driver_error: str | None = None
+    driver_error_at: float | None = None
     driver_pid: int | None = None  # the detached driver launching it now (runs/driver.py)
 
     @classmethod
@@ -103,20 +110,16 @@ class SweepRecord:
         return [r for r in self.runs if not r["launched_at"]]
 
 
-def trackio_task(task: str, sweep_id: str, label: str) -> str:
-    """The task, plus where its metrics go: one trackio project per sweep, one run name each."""
-    return (f"{task}\n\nThis run is part of sweep {sweep_id}: log metrics with trackio to "
-            f"project '{sweep_id}' with run name '{label}' (setup_trackio.py --project "
-            f"{sweep_id} --run-name {label}), so the sweep's runs compare in one dashboard.")
-
-
 def run_plan(base: str, overrides: list[str], run_id: str | None = None,
-             sweep_id: str | None = None, allow: list[str] | None = None) -> Plan:
+             sweep_id: str | None = None, allow: list[str] | None = None,
+             label: str | None = None) -> Plan:
+    """A run's Plan. A run of sweep `sweep_id` logs to trackio project `sweep_id` under run
+    name `label` (the launcher -> agent env: ML_AGENT_TRACKIO_PROJECT / _RUN_NAME)."""
     from ml_agent.config import load_config
     from ml_agent.plan import build_plan
 
     plan = build_plan(load_config(base, overrides, allow=allow), base)
-    return plan.for_launch(run_id or new_run_id(), sweep=sweep_id)
+    return plan.for_launch(run_id or new_run_id(), sweep=sweep_id, trackio_run_name=label)
 
 
 def check_budget(budgets: list[float | None], sweep_budget: float | None) -> None:
@@ -148,7 +151,7 @@ class Driver:
                  home: Path | None = None, say: Callable[[str], None] = lambda _: None,
                  poll_s: float = POLL_S, sleep: Callable[[float], None] = time.sleep,
                  make_plan: Callable[..., Plan] | None = None) -> None:
-        """`make_plan(base, overrides, sweep_id=, allow=)`: a run's Plan (`run_plan`)."""
+        """`make_plan(base, overrides, sweep_id=, allow=, label=)`: a run's Plan (`run_plan`)."""
         self.record = record
         self.make_plan = make_plan or run_plan
         self.get_backend = get_backend
@@ -187,7 +190,7 @@ class Driver:
         self.forget_unlaunched()
         launched = []
         for entry in self.record.pending():
-            plan = self.make_plan(self.record.base, entry["overrides"],
+            plan = self.make_plan(self.record.base, entry["overrides"], label=entry["label"],
                                   sweep_id=self.record.sweep_id, allow=self.record.allow)
             limit = machine_parallel(plan.backend, self.record.max_parallel)
             # Fewer noted runs than slots leave a slot free whatever their status: ask the
@@ -206,7 +209,7 @@ class Driver:
             self.record.save(self.home)  # noted before launching: a resume can tell
             self.say(f"launching run {entry['index'] + 1}/{len(self.record.runs)}: "
                      f"{plan.launch.run_id} ({entry['label']})")
-            task = trackio_task(entry["task"], self.record.sweep_id, entry["label"])
+            task = entry["task"]  # the user's, as written (its trackio names are in its env)
             try:
                 self.backend(plan.backend).up(plan, task=task, detach=True)
             except BaseException:

@@ -70,6 +70,24 @@ def test_values_are_parsed(agent_module, tmp_path):
     assert "one-shot" in options.system_prompt["append"]
 
 
+def test_the_system_prompt_names_the_launchers_trackio_names(agent_module, tmp_path):
+    """A sweep's run: the launcher chose its trackio project and run name; a lone run (the
+    variables empty) leaves them to the agent, and its prompt says nothing of them."""
+    sdk = agent_module.load_sdk()
+    s = agent_module.Settings.from_env(base_env(
+        tmp_path, ML_AGENT_TRACKIO_PROJECT="sw-20261204-1612-5d1e7b",
+        ML_AGENT_TRACKIO_RUN_NAME="r01-claude-haiku-4-5"))
+    append = agent_module.Agent(s, None, one_shot=True).options({}, sdk).system_prompt["append"]
+    assert "Log metrics with trackio to project 'sw-20261204-1612-5d1e7b' " \
+        "($ML_AGENT_TRACKIO_PROJECT) with run name 'r01-claude-haiku-4-5' " \
+        "($ML_AGENT_TRACKIO_RUN_NAME)" in append
+    lone = agent_module.Settings.from_env(base_env(
+        tmp_path, ML_AGENT_TRACKIO_PROJECT="", ML_AGENT_TRACKIO_RUN_NAME=""))
+    append = agent_module.Agent(lone, None, one_shot=True).options({}, sdk).system_prompt[
+        "append"]
+    assert "trackio" not in append
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -91,3 +91,48 @@ def test_bad_arguments_change_nothing(tmp_path, args, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert not (tmp_path / "trackio").exists() and not (tmp_path / "runs").exists()
+
+
+SWEEP = "sw-20261204-1612-5d1e7b"
+
+
+def _runs(tmp_path: Path, project: str) -> set[str]:
+    with sqlite3.connect(tmp_path / "trackio" / f"{project}.db") as db:
+        return {name for (name,) in db.execute("select distinct run_name from metrics")}
+
+
+def test_the_launchers_names_are_the_defaults(tmp_path):
+    """A sweep's run: the launcher sets the project and run name (agent/protocol.py ENV);
+    without flags, the script logs under them."""
+    proc = run_setup(tmp_path, ML_AGENT_TRACKIO_PROJECT=SWEEP,
+                     ML_AGENT_TRACKIO_RUN_NAME="r01-claude-haiku-4-5")
+    assert proc.returncode == 0, proc.stderr
+    out = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert (out["project"], out["run_name"]) == (SWEEP, "r01-claude-haiku-4-5")
+    assert _runs(tmp_path, SWEEP) == {"r01-claude-haiku-4-5"}
+    assert "ignored" not in proc.stderr
+
+
+def test_the_launchers_names_win_over_differing_flags(tmp_path):
+    proc = run_setup(tmp_path, "--project", "sst2-distilbert", "--run-name", "lr3e-5",
+                     ML_AGENT_TRACKIO_PROJECT=SWEEP, ML_AGENT_TRACKIO_RUN_NAME="r00-a")
+    assert proc.returncode == 0, proc.stderr
+    out = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert (out["project"], out["run_name"]) == (SWEEP, "r00-a")
+    assert f"--project 'sst2-distilbert' ignored: this run logs under '{SWEEP}' " \
+        "($ML_AGENT_TRACKIO_PROJECT" in proc.stderr
+    assert "--run-name 'lr3e-5' ignored" in proc.stderr
+    assert _runs(tmp_path, SWEEP) == {"r00-a"}
+    assert not (tmp_path / "trackio" / "sst2-distilbert.db").exists()
+
+
+def test_empty_launcher_names_leave_the_choice_to_the_flags(tmp_path):
+    """A lone run: the variables are set but empty; the agent's flags name the run."""
+    proc = run_setup(tmp_path, "--project", "p", "--run-name", "r",
+                     ML_AGENT_TRACKIO_PROJECT="", ML_AGENT_TRACKIO_RUN_NAME="")
+    assert proc.returncode == 0, proc.stderr
+    assert _runs(tmp_path, "p") == {"r"}
+    missing = run_setup(tmp_path, "--run-name", "r", ML_AGENT_TRACKIO_PROJECT="")
+    assert missing.returncode == 2
+    assert "--project is required (the launcher did not set $ML_AGENT_TRACKIO_PROJECT)" \
+        in missing.stderr

@@ -4,6 +4,7 @@ after the launcher stopped mid-sweep, and `results` of the sweep."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,8 +26,8 @@ from tests.local.helpers import seeded_plan
 
 pytestmark = pytest.mark.slow
 
-#: Writes its metric (the length of its model's name) and its task (the first stdin line),
-#: says ready, works 1.5 s.
+#: Writes its metric (the length of its model's name), its task (the first stdin line) and
+#: the trackio names its launcher chose, says ready, works 1.5 s.
 AGENT = """
 import json, os, sys, time
 run_dir = os.environ["ML_AGENT_RUN_DIR"]
@@ -34,6 +35,9 @@ os.makedirs(run_dir + "/eval", exist_ok=True)
 json.dump({"accuracy": len(os.environ["ML_AGENT_MODEL"])}, open(run_dir + "/eval/m.json", "w"))
 task = json.loads(sys.stdin.readline())["text"]  # one-shot: the task is the first line
 open(run_dir + "/task.txt", "w").write(task)
+json.dump([os.environ["ML_AGENT_TRACKIO_PROJECT"], os.environ["ML_AGENT_TRACKIO_RUN_NAME"]],
+          open(run_dir + "/trackio.json", "w"))
+open(run_dir + "/dataset.txt", "w").write(os.environ.get("DATASET", ""))
 print(json.dumps({"type": "ready", "seq": 1, "ts": time.time()}), flush=True)
 time.sleep(1.5)
 """
@@ -71,12 +75,12 @@ max_parallel: 2
 def make_plan(home):
     """The sweep's real Plan of each run, with the stand-in agent and no image build."""
 
-    def make(base, overrides, *, sweep_id, allow):
+    def make(base, overrides, *, sweep_id, allow, label):
         config = load_config(base, overrides)
         plan = seeded_plan(home, AGENT)
         plan = plan.model_copy(update={"agent": plan.agent.model_copy(
             update={"model": config.agent.model})})
-        return plan.for_launch(plan.launch.run_id, sweep=sweep_id)
+        return plan.for_launch(plan.launch.run_id, sweep=sweep_id, trackio_run_name=label)
 
     return make
 
@@ -119,9 +123,10 @@ def test_a_sweep_launches_every_run_at_most_max_parallel_live_then_resumes(home,
         assert time.monotonic() < deadline
         time.sleep(0.2)
 
-    task = (home / "volumes" / "sandbox-data" / "runs" / resumed[0] / "task.txt").read_text()
-    assert task.startswith("find the best model")
-    assert f"project '{record.sweep_id}' with run name 'r02-m-ccc'" in task
+    # The task is the user's, as written; where its metrics go reached the sandbox's env.
+    folder = home / "volumes" / "sandbox-data" / "runs" / resumed[0]
+    assert (folder / "task.txt").read_text() == "find the best model"
+    assert json.loads((folder / "trackio.json").read_text()) == [record.sweep_id, "r02-m-ccc"]
 
 
 def test_results_of_a_sweep_compare_its_runs(home, sweep_file, capsys):
@@ -157,7 +162,8 @@ syncer: {{enabled: false, volume: trackio}}
 """
 
 
-def seeded_sweep(home, tmp_path, models: list[str], max_parallel: int = 2):
+def seeded_sweep(home, tmp_path, models: list[str], max_parallel: int = 2,
+                 tasks: tuple[str, ...] = ("go",)):
     """A sweep file over CONFIG (the stand-in agent in a seeded venv: no image build)."""
     import sys
 
@@ -172,8 +178,9 @@ def seeded_sweep(home, tmp_path, models: list[str], max_parallel: int = 2):
     tiny_venv(venv)
     (venv / image.COMPLETE_FILE).write_text(json.dumps({"pip_freeze": []}))
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(f"base: base.yaml\ntasks: [go]\naxes:\n  agent.model: {models}\n"
-                     f"max_parallel: {max_parallel}\nbudget_usd: {len(models)}\n")
+    sweep.write_text(f"base: base.yaml\ntasks: {json.dumps(list(tasks))}\naxes:\n"
+                     f"  agent.model: {models}\nmax_parallel: {max_parallel}\n"
+                     f"budget_usd: {len(models) * len(tasks)}\n")
     return sweep
 
 
@@ -241,7 +248,7 @@ def wait_for_runs(backend, sweep_id: str, count: int) -> int:
 
 def test_a_detached_sweep_launches_every_run_after_its_launcher_is_killed(home, tmp_path,
                                                                            capsys):
-    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb", "m-ccc", "m-dddd"], max_parallel=2)
+    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb"], max_parallel=2, tasks=("go", "stop"))
     launcher = subprocess.Popen([sys.executable, "-m", "ml_agent", "sweep", str(sweep)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
@@ -264,6 +271,14 @@ def test_a_detached_sweep_launches_every_run_after_its_launcher_is_killed(home, 
     assert wait_for_runs(backend, sweep_id, 4) <= 2
     runs = [r for r in backend.ps() if r.sweep == sweep_id]
     assert len(runs) == 4 and {r.status for r in runs} == {"succeeded"}
+    planned = {r["run_id"]: r for r in SweepRecord.load(sweep_id).runs}
+    assert sorted((r["task"], r["label"]) for r in planned.values()) == [
+        ("go", "r00-m-a"), ("go", "r01-m-bb"), ("stop", "r02-m-a"), ("stop", "r03-m-bb")]
+    for run in runs:  # the sweep's own Plans (run_plan), through the detached driver
+        folder = home / "volumes" / "sandbox-data" / "runs" / run.run_id
+        entry = planned[run.run_id]
+        assert (folder / "task.txt").read_text() == entry["task"]  # its own, as written
+        assert json.loads((folder / "trackio.json").read_text()) == [sweep_id, entry["label"]]
     deadline = time.monotonic() + 30
     while driver.is_driver(pid, sweep_id):  # done: the driver exits, and notes it
         assert time.monotonic() < deadline
@@ -291,3 +306,55 @@ def test_stop_sweep_ends_its_detached_driver(home, tmp_path, capsys):
     assert len(runs) < 4 and {r.status for r in runs} <= {"stopped", "succeeded"}
     record = SweepRecord.load(sweep_id)
     assert record.stopped and record.driver_pid is None
+
+
+#: A base config whose value comes from the launcher's environment, through `extends:`.
+READS_ENV = """\
+extends: base.yaml
+sandbox:
+  env:
+    DATASET: ${env:ML_AGENT_SWEEP_TEST_DATASET}
+"""
+
+
+def test_a_detached_driver_gets_the_variables_its_configs_read(home, tmp_path, capsys,
+                                                                monkeypatch):
+    """The driver plans each run from the base config, as the launcher did: a `${env:NAME}`
+    it reads reaches the driver (on its stdin, like the credentials), so every run gets the
+    value; a shell without it is told at `ml-agent sweep` time, not in the driver's log."""
+    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb"], max_parallel=1)
+    (tmp_path / "reads-env.yaml").write_text(READS_ENV)
+    sweep.write_text(sweep.read_text().replace("base: base.yaml", "base: reads-env.yaml"))
+    value = "imdb-slice-7f3e"
+    monkeypatch.setenv("ML_AGENT_SWEEP_TEST_DATASET", value)
+    assert main(["sweep", str(sweep)]) == 0
+    sweep_id = capsys.readouterr().out.strip()
+    pid = SweepRecord.load(sweep_id).driver_pid
+    assert pid
+    for leak in (f"/proc/{pid}/environ", f"/proc/{pid}/cmdline"):
+        with contextlib.suppress(OSError):  # (it may be done already)
+            assert value.encode() not in Path(leak).read_bytes()
+    deadline = time.monotonic() + 90
+    while driver.is_driver(pid, sweep_id):  # (`ps` shows a run failed until its supervisor's
+        assert time.monotonic() < deadline  # pid is noted: wait for the launches first)
+        time.sleep(0.1)
+    backend = LocalBackend(home)
+    wait_for_runs(backend, sweep_id, 2)
+    runs = [r for r in backend.ps() if r.sweep == sweep_id]
+    log = driver.log_path(sweep_id).read_text()
+    assert {r.status for r in runs} == {"succeeded"} and len(runs) == 2, log
+    for run in runs:
+        folder = home / "volumes" / "sandbox-data" / "runs" / run.run_id
+        assert (folder / "dataset.txt").read_text() == value
+    assert value not in log
+
+    # A sweep not yet launched, resumed from a shell without the variable: refused at once.
+    record = SweepRecord.new(load_sweep(sweep))
+    record.save()
+    monkeypatch.delenv("ML_AGENT_SWEEP_TEST_DATASET")
+    assert main(["sweep", "--resume", record.sweep_id]) == 1
+    err = capsys.readouterr().err
+    assert "reads-env.yaml:4:14: sandbox.env.DATASET: environment variable " \
+        "ML_AGENT_SWEEP_TEST_DATASET is not set" in err, err
+    assert not driver.log_path(record.sweep_id).exists()
+    assert SweepRecord.load(record.sweep_id).driver_pid is None

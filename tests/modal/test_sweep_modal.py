@@ -21,6 +21,10 @@ def test_a_sweep_on_modal_launches_every_run_and_builds_its_image_once(modal_wit
     record = SweepRecord.load(path.stem)
     tagged = {s.tags["ml-agent-run"] for s in fake.sandboxes.values()}
     assert tagged == {r["run_id"] for r in record.runs} and len(tagged) == 3
+    labels = {r["run_id"]: r["label"] for r in record.runs}
+    for sandbox in fake.sandboxes.values():  # one trackio project, one run name each
+        assert sandbox.env["ML_AGENT_TRACKIO_PROJECT"] == record.sweep_id
+        assert sandbox.env["ML_AGENT_TRACKIO_RUN_NAME"] == labels[sandbox.tags["ml-agent-run"]]
     builds = len(fake.requests("ImageGetOrCreate"))
 
     assert main(["up", str(CONFIGS_DIR / "a10.yaml"), "--detach"]) == 0  # a process of its own
@@ -63,3 +67,34 @@ def test_a_detached_sweep_on_modal_gets_its_credentials_and_launches_every_run(
     assert fake.token_secret not in log
     tagged = {s.tags["ml-agent-run"] for s in fake.sandboxes.values()}
     assert tagged == {r["run_id"] for r in SweepRecord.load(sweep_id).runs}
+
+
+def test_a_resumed_sweep_run_keeps_its_trackio_names(modal_run_end, tmp_path, monkeypatch):
+    """`up --resume` of a sweep's run on Modal: the new leg's plan comes back from the app's
+    state, and its sandbox logs to the same trackio project and run name."""
+    import json
+
+    from ml_agent.contracts import ROOT
+    from tests.modal.test_resume_modal import SESSION, _env_of, ml_agent, play_agent
+
+    fake = modal_run_end
+    monkeypatch.chdir(ROOT)
+    data = tmp_path / "data"
+    fake.on_stdin = play_agent(data, 0.1, session=SESSION, first_seq=1)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: {CONFIGS_DIR / 'a10.yaml'}\ntasks: [train]\n"
+                     "axes: {agent.max_turns: [7]}\n")
+    assert main(["sweep", str(sweep), "--foreground"]) == 0
+    [path] = sweeps_dir().glob("sw-*.json")
+    [entry] = SweepRecord.load(path.stem).runs
+    (record,) = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    assert record["run_id"] == entry["run_id"] and record["status"] == "succeeded"
+
+    fake.on_stdin = play_agent(data, 0.1, session=SESSION, first_seq=4)
+    resumed = ml_agent("up", "--resume", entry["run_id"], "--task", "evaluate")
+    assert resumed.exit_code == 0, resumed.output
+    for create in fake.requests("SandboxCreate"):  # both legs
+        env = _env_of(fake, create)
+        assert env["ML_AGENT_TRACKIO_PROJECT"] == path.stem
+        assert env["ML_AGENT_TRACKIO_RUN_NAME"] == entry["label"] == "r00-7"
+    assert len(fake.requests("SandboxCreate")) == 2
