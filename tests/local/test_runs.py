@@ -144,6 +144,16 @@ def test_a_killed_supervisor_takes_its_sandbox_with_it(backend):
         assert processes_of(run_id) == []
 
 
+def test_a_run_between_its_record_and_its_supervisor_is_starting_not_failed(backend):
+    plan = seeded_plan(backend.home, AGENT)
+    paths = backend.prepare(plan, task=None)  # run.json says `starting`; no supervisor yet
+    assert [r.status for r in backend.ps()] == ["starting"]
+    record = registry.read_record(paths)
+    record.legs[-1]["started_at"] = record.created_at = time.time() - 2 * registry.START_GRACE_S
+    registry.write_record(paths, record)
+    assert [r.status for r in backend.ps()] == ["failed"]  # no supervisor ever came
+
+
 def test_the_syncer_runs_when_enabled_with_a_token_and_syncs_at_the_end(backend):
     plan = seeded_plan(backend.home, AGENT)
     syncer = plan.syncer.model_copy(update={"enabled": True})

@@ -276,7 +276,7 @@ class LocalBackend:
                 record = registry.read_record(paths)
             except Exception:  # noqa: BLE001 - a torn or foreign folder must not break `ps`
                 continue
-            if record.status not in FINAL and registry.supervisor_pid(paths) is None:
+            if registry.supervisor_gone(paths, record):
                 record.status = "failed"  # its supervisor died (machine rebooted, killed)
             records.append(record)
         return sorted(records, key=lambda r: r.created_at, reverse=True)
@@ -427,7 +427,7 @@ def _tail_lines(paths: RunPaths, path: Path, follow: bool) -> Iterator[str]:
 
 def _ended(paths: RunPaths) -> bool:
     try:
-        status = registry.read_record(paths).status
+        record = registry.read_record(paths)
     except Exception:  # noqa: BLE001
         return True
-    return status in FINAL or registry.supervisor_pid(paths) is None
+    return record.status in FINAL or registry.supervisor_gone(paths, record)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ml_agent.errors import RunNotFound
 from ml_agent.fileio import atomic_write_json
 
 FINAL = frozenset({"succeeded", "failed", "stopped", "timeout"})
+START_GRACE_S = 60.0  # `up` waits as long for a sandbox to start (backend.START_TIMEOUT_S)
 
 
 def home() -> Path:
@@ -87,6 +89,19 @@ def supervisor_pid(paths: RunPaths) -> int | None:
     if b"ml_agent.backends.local.supervisor" in cmdline and str(paths.folder).encode() in cmdline:
         return pid
     return None
+
+
+def supervisor_gone(paths: RunPaths, record: RunRecord, now: float | None = None) -> bool:
+    """A run not ended whose supervisor is gone (killed, or the machine rebooted). `up`
+    writes a `starting` run.json before it spawns the supervisor: a run that started less
+    than START_GRACE_S ago is given that long for its supervisor to appear."""
+    if record.status in FINAL or supervisor_pid(paths) is not None:
+        return False
+    if record.status == "starting":
+        started = record.legs[-1].get("started_at") if record.legs else record.created_at
+        if isinstance(started, int | float) and (now or time.time()) - started < START_GRACE_S:
+            return False
+    return True
 
 
 def find(run: str, root: Path | None = None) -> RunPaths:
