@@ -138,6 +138,10 @@ class LaunchPlan(_Frozen):
     # The sweep that launches this run: recorded in the registry by the backend, and left
     # out of the plan's JSON (a run's plan is the same whether a sweep launched it or not).
     sweep: str | None = Field(default=None, exclude=True)
+    # Local GPUs: share them with other sharing runs (`up --share-gpus`, a sweep's
+    # `share_gpus`), instead of holding them alone. How this launch is scheduled, not what
+    # runs: left out of the plan's JSON, like `sweep`.
+    share_gpus: bool = Field(default=False, exclude=True)
     resume_session: str | None = None  # `up --resume`: the Claude session the run continues
 
 
@@ -169,16 +173,17 @@ class Plan(_Frozen):
 
     def for_launch(
         self, run_id: str, *, base_url: str = PROXY_URL_PLACEHOLDER, sweep: str | None = None,
-        resume_session: str | None = None,
+        resume_session: str | None = None, share_gpus: bool = False,
     ) -> Plan:
         """This plan with its per-launch parts; the token is `contracts.TOKEN_PLACEHOLDER`.
 
         The launcher calls `launch_env(plan, base_url=..., token=...)` for the real env.
-        `resume_session`: a resumed run's Claude session (`up --resume`).
+        `resume_session`: a resumed run's Claude session (`up --resume`). `share_gpus`:
+        the run shares the machine's GPUs with other sharing runs (local backend).
         """
         launch = LaunchPlan(
             run_id=run_id, run_dir=contracts.run_dir(self.data_volume.mount, run_id), env={},
-            sweep=sweep, resume_session=resume_session,
+            sweep=sweep, resume_session=resume_session, share_gpus=share_gpus,
         )
         planned = self.model_copy(update={"launch": launch})
         env = _launcher_env(planned, base_url=base_url, token=contracts.TOKEN_PLACEHOLDER)
