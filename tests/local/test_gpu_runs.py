@@ -2,7 +2,8 @@
 supervisors, flock and bwrap sandboxes (a scripted stand-in agent, no model): each run gets
 GPUs of its own, as the sandbox sees them; a run that finds none free is refused with the
 runs holding them; sharing runs coexist; a crash frees its GPUs; a resumed run takes GPUs
-again."""
+again; a sweep launches no more at once than the GPUs hold, and waits for GPUs that runs
+outside it hold."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from ml_agent.backends.local import LocalBackend, doctor, registry
+from ml_agent.config import load_config
+from ml_agent.contracts import CONFIGS_DIR
 from ml_agent.errors import GpusBusy
 from ml_agent.runs import driver
+from ml_agent.runs.sweepfile import load_sweep
+from ml_agent.runs.sweeps import Driver, SweepRecord
 from tests.local.helpers import GPUS, fake_gpu_root, seeded_plan
 
 pytestmark = pytest.mark.slow
@@ -147,6 +153,88 @@ def test_a_resumed_gpu_run_takes_gpus_again(backend):
     backend.resume(a, task=None, detach=True)
     assert seen(backend, a)["CUDA_VISIBLE_DEVICES"] == UUID1  # what the new leg's sandbox got
     assert [g["index"] for g in backend.record(a).gpus] == [1]
+
+
+def test_a_gpu_sweep_launches_no_more_than_the_gpus_hold_and_waits_for_busy_ones(
+        backend, tmp_path):
+    """3 runs, max_parallel 3, 2 GPUs, and a run outside the sweep holding GPU 0 at first:
+    the driver waits for it (and says so), never has two runs on one GPU, and at most 2 of
+    its runs live at once."""
+    outside = up(backend, gpu_plan(backend.home))  # GPU 0
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"base: {CONFIGS_DIR / 'local.yaml'}\ntasks: [go]\n"
+                          "axes:\n  agent.model: [m-a, m-bb, m-ccc]\nmax_parallel: 3\n")
+    record = SweepRecord.new(load_sweep(sweep_file))
+    record.save()
+
+    def make_plan(base, overrides, *, sweep_id, allow):
+        plan = gpu_plan(backend.home)
+        model = load_config(base, overrides).agent.model
+        plan = plan.model_copy(update={"agent": plan.agent.model_copy(update={"model": model})})
+        return plan.for_launch(plan.launch.run_id, sweep=sweep_id)
+
+    said: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        if any(m.startswith("waiting for GPUs") for m in said) and \
+                backend.record(outside).status == "running":
+            backend.stop(outside)  # the outside run ends: its GPU is free
+        time.sleep(seconds)
+
+    samples: list[list] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            live = [r for r in backend.ps() if r.status in ("starting", "running")]
+            samples.append([(r.run_id, g["uuid"]) for r in live for g in r.gpus])
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        launched = Driver(record, lambda _: backend, say=said.append, poll_s=0.2,
+                          sleep=sleep, make_plan=make_plan).run()
+        deadline = time.monotonic() + 60
+        while any(r.status in ("starting", "running") for r in backend.ps()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        done.set()
+        sampler.join()
+    assert len(launched) == 3
+    assert any(m.startswith("waiting for GPUs") and f"held by run {outside}" in m
+               for m in said), said
+    for live in samples:  # never two runs on one GPU; at most 2 of the sweep's runs
+        uuids = [uuid for _, uuid in live]
+        assert len(uuids) == len(set(uuids)), live
+        assert len({run for run, _ in live if run in launched}) <= 2, live
+    runs = {r.run_id: r for r in backend.ps() if r.sweep == record.sweep_id}
+    assert {r.status for r in runs.values()} == {"succeeded"}
+    assert {seen(backend, run)["CUDA_VISIBLE_DEVICES"] for run in runs} <= {UUID0, UUID1}
+
+
+def test_a_sweep_that_shares_gpus_runs_beside_each_other_not_beside_a_run_alone(
+        backend, tmp_path):
+    outside = up(backend, gpu_plan(backend.home))  # GPU 0, alone
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"base: {CONFIGS_DIR / 'local.yaml'}\ntasks: [go]\n"
+                          "axes:\n  agent.model: [m-a, m-bb]\nmax_parallel: 2\n"
+                          "share_gpus: true\n")
+    record = SweepRecord.new(load_sweep(sweep_file))
+    assert record.share_gpus
+    record.save()
+
+    def make_plan(base, overrides, *, sweep_id, allow):
+        plan = gpu_plan(backend.home)
+        return plan.for_launch(plan.launch.run_id, sweep=sweep_id)
+
+    launched = Driver(record, lambda _: backend, poll_s=0.2, make_plan=make_plan).run()
+    assert len(launched) == 2
+    for run in launched:
+        assert [(g["uuid"], g["shared"]) for g in backend.record(run).gpus] == [(UUID1, True)]
+        assert seen(backend, run)["CUDA_VISIBLE_DEVICES"] == UUID1
+    assert backend.record(outside).status == "running"
 
 
 def cli(home, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,7 @@ import pytest
 from ml_agent.backends.local import gpus
 from ml_agent.backends.local.backend import spawn_detached
 from ml_agent.errors import GpusBusy
+from ml_agent.runs.sweeps import machine_parallel
 from tests.local.helpers import GPUS, fake_gpu_root, gpu_information
 
 
@@ -117,8 +118,38 @@ def test_a_failed_take_keeps_nothing(root, tmp_path):
     other.release()
 
 
+def test_local_gpu_runs_are_bounded_by_the_machines_gpus(root, monkeypatch):
+    cores = os.cpu_count() or 1
+    assert machine_parallel("local", 3, "A10") == min(3, cores, 2)
+    assert machine_parallel("local", 3, "A10:2") == 1
+    assert machine_parallel("local", 3, "A10", share_gpus=True) == min(3, cores)
+    assert machine_parallel("local", 3, None) == min(3, cores)
+    assert machine_parallel("modal", 3, "A10") == 3
+    monkeypatch.setenv(gpus.ROOT_ENV, str(root / "nothing"))
+    assert machine_parallel("local", 3, "A10") == 1  # `up` then says there is no GPU
+
+
 def test_the_supervisor_keeps_the_gpu_root_setting():
     from ml_agent.backends.local.backend import supervisor_env
 
     env = supervisor_env({gpus.ROOT_ENV: "/host", "PATH": "/bin", "AWS_SECRET_KEY": "x"})
     assert env == {gpus.ROOT_ENV: "/host", "PATH": "/bin"}  # the sweep driver's too
+
+
+def test_a_sweep_dry_run_says_the_gpus_cap_it(root, tmp_path, monkeypatch, capsys):
+    from ml_agent.cli import main
+    from ml_agent.contracts import CONFIGS_DIR
+
+    monkeypatch.setenv("ML_AGENT_HOME", str(tmp_path / "home"))
+    sweep = tmp_path / "sweep.yaml"
+    body = (f"base: {CONFIGS_DIR / 'local.yaml'}\ntasks: [go]\n"
+            "axes:\n  sandbox.gpu: ['A10:2']\n  agent.model: [m-a, m-bb, m-ccc]\n"
+            "max_parallel: 3\n")
+    sweep.write_text(body)
+    assert main(["sweep", str(sweep), "--dry-run"]) == 0
+    assert ("at most 1 live at a time (max_parallel 3, capped by this machine's CPU cores "
+            "and GPUs)") in capsys.readouterr().out
+    sweep.write_text(body + "share_gpus: true\n")
+    assert main(["sweep", str(sweep), "--dry-run"]) == 0
+    cores = os.cpu_count() or 1
+    assert f"at most {min(3, cores)} live at a time" in capsys.readouterr().out
