@@ -162,8 +162,8 @@ def take(count: int, *, home: Path, run_id: str, shared: bool = False,
     gpus = inventory() if gpus is None else gpus
     folder = lock_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
-    held = holders(home)
-    order = sorted(gpus, key=lambda g: (len(held.get(g.key, [])) if shared else 0, g.index))
+    held = holders(home) if shared else None  # read every run.json only when needed
+    order = sorted(gpus, key=lambda g: (len(held.get(g.key, [])) if held else 0, g.index))
     taken: list[Gpu] = []
     fds: list[int] = []
     try:
