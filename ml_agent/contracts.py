@@ -130,6 +130,9 @@ class RunRecord:
     data_volume: str | None = None  # the data volume's name (run folders: <it>/runs/<run id>)
     trackio_volume: str | None = None  # the volume holding the trackio databases, if any
     sweep: str | None = None  # the sweep id that launched the run, if any
+    # Local runs with sandbox.gpu: the GPUs its current leg holds, each {index, model, uuid,
+    # bus, minor, shared} (ml_agent.backends.local.gpus). Empty on Modal and for CPU runs.
+    gpus: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # One entry per sandbox the run has had (`up --resume` adds one), oldest first; the
     # fields above describe the run as a whole (status, ended_at and sandbox_id: its last
     # leg). Each leg: sandbox_id, started_at, ended_at, status. Empty in records written

@@ -4,6 +4,7 @@
     ├── ConfigError       one or more config problems (carries the diagnostics)
     ├── BackendError      a backend could not do what was asked (message says how to fix it)
     │   └── SandboxError  the local sandbox could not start or was refused by the kernel
+    │       └── GpusBusy  too few of this machine's GPUs are free now (a sweep waits)
     ├── RunNotFound       no run with that id in the registry
     ├── VolumeGone        a run's data volume (or its run folder) no longer exists
     └── UnsafeFile        an agent-written file is a link, not a regular file, or too big
@@ -35,6 +36,11 @@ class BackendError(MlAgentError):
 
 class SandboxError(BackendError):
     """The local sandbox could not be set up or started."""
+
+
+class GpusBusy(SandboxError):
+    """The GPUs a local run asks for exist but other runs hold them now: waiting (the sweep
+    driver does), stopping a run or sharing GPUs gets them."""
 
 
 class RunNotFound(MlAgentError):

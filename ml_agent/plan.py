@@ -138,6 +138,10 @@ class LaunchPlan(_Frozen):
     # The sweep that launches this run: recorded in the registry by the backend, and left
     # out of the plan's JSON (a run's plan is the same whether a sweep launched it or not).
     sweep: str | None = Field(default=None, exclude=True)
+    # Local GPUs: share them with other sharing runs (`up --share-gpus`, a sweep's
+    # `share_gpus`), instead of holding them alone. How this launch is scheduled, not what
+    # runs: left out of the plan's JSON, like `sweep`.
+    share_gpus: bool = Field(default=False, exclude=True)
     resume_session: str | None = None  # `up --resume`: the Claude session the run continues
     # Where the agent logs its metrics (ML_AGENT_TRACKIO_PROJECT / _RUN_NAME): a sweep's runs
     # share one project (the sweep id), each under its own run name (its label), so
@@ -175,14 +179,16 @@ class Plan(_Frozen):
 
     def for_launch(
         self, run_id: str, *, base_url: str = PROXY_URL_PLACEHOLDER, sweep: str | None = None,
-        resume_session: str | None = None, trackio_run_name: str | None = None,
+        resume_session: str | None = None, share_gpus: bool = False,
+        trackio_run_name: str | None = None,
     ) -> Plan:
         """This plan with its per-launch parts; the token is `contracts.TOKEN_PLACEHOLDER`.
 
         The launcher calls `launch_env(plan, base_url=..., token=...)` for the real env.
-        `resume_session`: a resumed run's Claude session (`up --resume`). A run of `sweep`
-        logs to trackio project `sweep` under `trackio_run_name`. A plan that was launched
-        as `run_id` before (a resumed run) keeps its trackio names.
+        `resume_session`: a resumed run's Claude session (`up --resume`). `share_gpus`:
+        the run shares the machine's GPUs with other sharing runs (local backend). A run of
+        `sweep` logs to trackio project `sweep` under `trackio_run_name`. A plan that was
+        launched as `run_id` before (a resumed run) keeps its trackio names.
         """
         project, name = sweep, trackio_run_name
         before = self.launch
@@ -191,8 +197,8 @@ class Plan(_Frozen):
             project, name = before.trackio_project, before.trackio_run_name
         launch = LaunchPlan(
             run_id=run_id, run_dir=contracts.run_dir(self.data_volume.mount, run_id), env={},
-            sweep=sweep, resume_session=resume_session, trackio_project=project,
-            trackio_run_name=name,
+            sweep=sweep, resume_session=resume_session, share_gpus=share_gpus,
+            trackio_project=project, trackio_run_name=name,
         )
         planned = self.model_copy(update={"launch": launch})
         env = _launcher_env(planned, base_url=base_url, token=contracts.TOKEN_PLACEHOLDER)

@@ -37,12 +37,18 @@ result.json, transcript and outputs are.
 `--resume RUN` continues a run that has ended (done, stopped, timed out or crashed) in a new
 sandbox: the same conversation and run folder, a new run token, the budget that is left.
 
+GPUs on the local backend: each run gets `sandbox.gpu`'s count of this machine's GPUs for
+itself (CUDA_VISIBLE_DEVICES), or a clear error naming the runs that hold them.
+`--share-gpus` lets the run share GPUs with other `--share-gpus` runs (never with a run
+that holds its GPUs alone).
+
 Examples:
 
     ml-agent up
     ml-agent up configs/local.yaml --task "fine-tune distilbert on imdb for one epoch"
     ml-agent up configs/a10.yaml --detach --set sandbox.timeout=4h
     ml-agent up --resume 20261126-0315-a1b2c3 --task "now evaluate it on the test split"
+    ml-agent up configs/a10.yaml --backend local --share-gpus --detach
 """
 
 Sets = typer.Option([], "--set", metavar="KEY=VALUE",
@@ -247,12 +253,15 @@ def up(
     resume: str = typer.Option(None, "--resume", metavar="RUN",
                                help="Continue an ended run's conversation in a new sandbox "
                                "(same run folder, new token, the budget left)."),
+    share_gpus: bool = typer.Option(False, "--share-gpus",
+                                    help="Local GPUs: share them with other --share-gpus runs "
+                                    "instead of holding them alone."),
 ) -> None:
     if resume is not None:
-        if config or sets or backend or allow:
+        if config or sets or backend or allow or share_gpus:
             raise typer.BadParameter("--resume continues a run with its own config: give no "
-                                     "CONFIG, --set, --backend or --allow-outside with it",
-                                     param_hint="'--resume'")
+                                     "CONFIG, --set, --backend, --allow-outside or "
+                                     "--share-gpus with it", param_hint="'--resume'")
         _resume(resume, task=task, detach=detach)
         return
     from ml_agent.config import load_config
@@ -264,7 +273,12 @@ def up(
                                  param_hint="'--backend'")
     path = config or str(CONFIGS_DIR / "local.yaml")
     overrides = [*sets, *([f"backend={backend}"] if backend else [])]
-    plan = build_plan(load_config(path, overrides, allow=allow), path).for_launch(new_run_id())
+    plan = build_plan(load_config(path, overrides, allow=allow), path).for_launch(
+        new_run_id(), share_gpus=share_gpus)
+    if share_gpus and (plan.backend != "local" or not plan.sandbox.gpu):
+        raise typer.BadParameter("GPUs are shared on the local backend only, by runs with a "
+                                 "sandbox.gpu (Modal gives each sandbox GPUs of its own)",
+                                 param_hint="'--share-gpus'")
     runner = _backend(plan.backend)
     err = _err()
     if task is None and not detach and not sys.stdin.isatty():

@@ -15,7 +15,9 @@ Allow = typer.Option([], FLAG, metavar="PATH", help=FLAG_HELP)
 SWEEP_HELP = """Launch a sweep: every task × every combination of axis values, a few at a time.
 
 The runs are detached, at most `max_parallel` live at once (on the local backend, at most
-one per CPU core). A driver process of its own launches them, so the sweep goes on after
+one per CPU core, and each GPU run gets GPUs of its own: at most GPUs // sandbox.gpu's count
+live, waiting while other runs hold them; `share_gpus: true` lets the runs share GPUs
+instead). A driver process of its own launches them, so the sweep goes on after
 this command returns and its terminal closes (its log: $ML_AGENT_HOME/sweeps/ID.log);
 `ml-agent ps --sweep ID` says whether it runs, failed (and why) or is gone;
 `ml-agent stop --sweep ID` ends it. `--foreground` launches from this process instead.
@@ -157,7 +159,8 @@ def _print_dry_run(loaded, plans, as_json: bool) -> None:  # type: ignore[no-unt
     budgets = [r["budget_usd"] for r in rows]
     api = None if any(b is None for b in budgets) else round(sum(budgets), 2)
     total = round(sum(r["worst_case_usd"] for r in rows), 2)
-    parallel = machine_parallel(plans[0].backend, loaded.spec.max_parallel)
+    parallel = machine_parallel(plans[0].backend, loaded.spec.max_parallel,
+                                plans[0].sandbox.gpu, loaded.spec.share_gpus)
     if as_json:
         sys.stdout.write(json.dumps({
             "runs": rows, "max_parallel": parallel, "budget_usd": loaded.spec.budget_usd,
@@ -174,7 +177,9 @@ def _print_dry_run(loaded, plans, as_json: bool) -> None:  # type: ignore[no-unt
         right=(0, 4, 5), title=f"sweep {loaded.path.name}: {len(rows)} run(s) of {loaded.base}",
     )
     capped = "" if parallel == loaded.spec.max_parallel else \
-        f" (max_parallel {loaded.spec.max_parallel}, capped at this machine's CPU cores)"
+        f" (max_parallel {loaded.spec.max_parallel}, capped by this machine's CPU cores" + (
+            " and GPUs)" if plans[0].backend == "local" and plans[0].sandbox.gpu
+            and not loaded.spec.share_gpus else ")")
     print(f"at most {parallel} live at a time{capped}")
     print(f"worst case of the whole sweep: {usd(total)} (every run to its timeout and budget); "
           f"API budgets add up to {usd(api)}"

@@ -8,6 +8,7 @@
       sandbox.gpu: [A10, L40S]
     max_parallel: 2
     budget_usd: 40                     # optional: refuse a sweep whose runs may spend more
+    share_gpus: false                  # optional: local GPU runs share GPUs (default: own)
 
 The runs are the cross product of tasks and axis values (axes in file order). The file is
 validated like a config (one strict model, every problem as `file:line:col: key: message`),
@@ -46,6 +47,10 @@ class SweepFile(Strict):
     budget_usd: Annotated[float | None, Field(gt=0, description=(
         "The most the sweep's runs may spend together: a sweep whose runs' budgets add up "
         "to more is refused."))] = None
+    share_gpus: Annotated[bool, Field(description=(
+        "Local GPU runs share the machine's GPUs with each other (and with other sharing "
+        "runs) instead of each holding its own; `max_parallel` is then not bounded by the "
+        "GPUs."))] = False
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ def load_sweep(path: str | os.PathLike[str], allow: Sequence[str] = ()) -> Sweep
         raise ConfigError([exc.diagnostic]) from None
     if not isinstance(doc.data, dict):
         raise ConfigError([Diagnostic(display, 1, 1, (), "a sweep file is a mapping "
-                                      "(base:, tasks:, axes:, max_parallel:, budget_usd:)")])
+                                      "(base:, tasks:, axes:, max_parallel:, budget_usd:, "
+                                      "share_gpus:)")])
     source = Source(file, display, doc.data, doc.values, doc.keys, [display],
                     list(doc.problems), set(doc.poisoned))
     diags = list(doc.problems)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_agent.contracts import ml_agent_home, new_run_id
-from ml_agent.errors import MlAgentError, RunNotFound
+from ml_agent.errors import GpusBusy, MlAgentError, RunNotFound
 from ml_agent.fileio import atomic_write_json
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ class SweepRecord:
     driver_error: str | None = None
     driver_error_at: float | None = None
     driver_pid: int | None = None  # the detached driver launching it now (runs/driver.py)
+    share_gpus: bool = False  # local GPU runs share GPUs (the sweep file's share_gpus)
 
     @classmethod
     def new(cls, sweep: Sweep, allow: list[str] | None = None) -> SweepRecord:
@@ -69,7 +70,8 @@ class SweepRecord:
                  "label": r.label, "run_id": None, "backend": None, "launched_at": None}
                 for r in sweep.runs]
         return cls(new_sweep_id(), str(sweep.path), str(sweep.base), sweep.spec.max_parallel,
-                   sweep.spec.budget_usd, time.time(), runs, list(allow or []))
+                   sweep.spec.budget_usd, time.time(), runs, list(allow or []),
+                   share_gpus=sweep.spec.share_gpus)
 
     def save(self, home: Path | None = None) -> None:
         """Write the record; a stop (written by `ml-agent stop --sweep`) is never undone."""
@@ -139,9 +141,20 @@ def check_budget(budgets: list[float | None], sweep_budget: float | None) -> Non
         )
 
 
-def machine_parallel(backend: str, wanted: int) -> int:
-    """Local runs share this machine: at most one per CPU core."""
-    return min(wanted, os.cpu_count() or 1) if backend == "local" else wanted
+def machine_parallel(backend: str, wanted: int, gpu: str | None = None,
+                     share_gpus: bool = False) -> int:
+    """Local runs share this machine: at most one per CPU core, and for runs with `gpu`
+    that do not share, as many as its GPUs hold (GPUs // GPUs per run, at least 1: a run
+    that asks for more than there are is refused by `up`)."""
+    if backend != "local":
+        return wanted
+    limit = min(wanted, os.cpu_count() or 1)
+    if gpu and not share_gpus:
+        from ml_agent.backends.local.gpus import inventory
+        from ml_agent.config.types import GpuSpec
+
+        limit = min(limit, max(1, len(inventory()) // GpuSpec.parse(gpu).count))
+    return limit
 
 
 class Driver:
@@ -192,7 +205,11 @@ class Driver:
         for entry in self.record.pending():
             plan = self.make_plan(self.record.base, entry["overrides"], label=entry["label"],
                                   sweep_id=self.record.sweep_id, allow=self.record.allow)
-            limit = machine_parallel(plan.backend, self.record.max_parallel)
+            if self.record.share_gpus and plan.launch is not None:
+                plan = plan.model_copy(update={"launch": plan.launch.model_copy(
+                    update={"share_gpus": True})})
+            limit = machine_parallel(plan.backend, self.record.max_parallel, plan.sandbox.gpu,
+                                     self.record.share_gpus)
             # Fewer noted runs than slots leave a slot free whatever their status: ask the
             # registry (every run's status, O(runs) round trips on Modal) only when needed.
             while sum(1 for r in self.record.runs if r["run_id"]) >= limit:
@@ -211,12 +228,34 @@ class Driver:
                      f"{plan.launch.run_id} ({entry['label']})")
             task = entry["task"]  # the user's, as written (its trackio names are in its env)
             try:
-                self.backend(plan.backend).up(plan, task=task, detach=True)
+                started = self._up_when_gpus_free(plan, task)
             except BaseException:
                 entry.update(run_id=None, backend=None)
                 self.record.save(self.home)
                 raise
+            if not started:  # stopped while it waited for GPUs
+                entry.update(run_id=None, backend=None)
+                self.record.save(self.home)
+                self.say(f"sweep {self.record.sweep_id} was stopped: nothing more is launched")
+                break
             entry["launched_at"] = time.time()
             self.record.save(self.home)
             launched.append(plan.launch.run_id)
         return launched
+
+    def _up_when_gpus_free(self, plan: Plan, task: str) -> bool:
+        """Launch the run; while its GPUs are held (GpusBusy: by runs outside the sweep, or
+        by one of its own that is still ending), wait and retry. False: the sweep was
+        stopped meanwhile."""
+        said = ""
+        while True:
+            try:
+                self.backend(plan.backend).up(plan, task=task, detach=True)
+                return True
+            except GpusBusy as exc:
+                if str(exc) != said:
+                    said = str(exc)
+                    self.say(f"waiting for GPUs, retrying every {self.poll_s:g} s: {exc}")
+            self.sleep(self.poll_s)
+            if SweepRecord.load(self.record.sweep_id, self.home).stopped:
+                return False

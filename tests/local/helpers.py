@@ -74,7 +74,8 @@ def seeded_plan(
 
     src = home / "test_agent.py"
     home.mkdir(parents=True, exist_ok=True)
-    src.write_text(script)
+    if not src.is_file() or src.read_text() != script:  # a sandbox may be starting it now:
+        src.write_text(script)  # rewriting the same text would show it an empty file
     plan = local_plan(run_id=run_id or new_run_id())
     layers = tuple(
         layer for layer in plan.image.layers if layer.kind not in ("pip", "apt", "file", "dir")
@@ -239,3 +240,35 @@ class Terminal:
         if not self._closed:
             self._closed = True
             os.close(self.master)
+
+
+#: Two GPUs as /proc/driver/nvidia/gpus/<bus>/information shows them (the driver's
+#: nv-procfs.c layout); their minors in the reverse of bus order, so index != minor.
+GPUS = (
+    ("0000:17:00.0", "NVIDIA A10", "GPU-8c2e5b1a-77d0-4c1e-9a33-0a1b2c3d4e5f", 1),
+    ("0000:65:00.0", "NVIDIA A10", "GPU-f00dcafe-1234-4bcd-8ef0-112233445566", 0),
+)
+
+
+def gpu_information(model: str, uuid: str, bus: str, minor: int, excluded: str = "No") -> str:
+    return (f"Model: \t\t {model}\nIRQ:   \t\t 150\nGPU UUID: \t {uuid}\n"
+            "Video BIOS: \t 94.02.5c.00.02\nBus Type: \t PCIe\nDMA Size: \t 47 bits\n"
+            f"DMA Mask: \t 0x7fffffffffff\nBus Location: \t {bus}\nDevice Minor: \t {minor}\n"
+            f"GPU Excluded:\t {excluded}\n")
+
+
+def fake_gpu_root(root: Path, gpus=GPUS) -> Path:
+    """A machine's NVIDIA driver files under `root` (ML_AGENT_GPU_ROOT): the information
+    files, and regular files standing in for the device nodes (bwrap --dev-bind binds any
+    file)."""
+    dev = root / "dev"
+    (dev / "nvidia-caps").mkdir(parents=True, exist_ok=True)
+    for name in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset",
+                 "nvidia-caps/nvidia-cap1"):
+        (dev / name).write_text("")
+    for bus, model, uuid, minor in gpus:
+        folder = root / "proc" / "driver" / "nvidia" / "gpus" / bus
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "information").write_text(gpu_information(model, uuid, bus, minor))
+        (dev / f"nvidia{minor}").write_text("")
+    return root

@@ -102,9 +102,8 @@ def test_a_missing_sandbox_secret_is_a_clear_error_before_anything_starts(backen
     assert backend.ps() == []
 
 
-def test_a_gpu_that_is_not_there_is_a_clear_error(backend):
-    if Path("/dev/nvidiactl").exists():
-        pytest.skip("this machine has an NVIDIA GPU")
+def test_a_gpu_that_is_not_there_is_a_clear_error(backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("ML_AGENT_GPU_ROOT", str(tmp_path / "no-driver"))  # even on a GPU host
     plan = seeded_plan(backend.home, AGENT)
     plan = plan.model_copy(update={"sandbox": plan.sandbox.model_copy(update={"gpu": "A10"})})
     with pytest.raises(BackendError, match=r"sandbox.gpu is 'A10' but this machine has no "

@@ -107,6 +107,11 @@ def test_gpu_devices_are_passed_through():
     assert ("--dev-bind", "/dev/nvidia0", "/dev/nvidia0") in _binds(argv)
 
 
+def test_gpu_devices_are_found_under_the_gpu_root():
+    argv = _argv(host=_host(gpu_devices=("/dev/nvidia1",), gpu_root="/mnt/host"))
+    assert ("--dev-bind", "/mnt/host/dev/nvidia1", "/dev/nvidia1") in _binds(argv)
+
+
 def test_env_is_the_plans_only_with_the_venv_first_and_the_launcher_winning():
     plan = local_plan()
     layers = (EnvLayer(env={"ANTHROPIC_BASE_URL": "evil", "FOO": "bar"}), *plan.image.layers)

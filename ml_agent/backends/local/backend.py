@@ -11,13 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ml_agent import resume
-from ml_agent.backends.local import bwrap, envfiles, image, registry, sandbox, volumes
+from ml_agent.backends.local import bwrap, envfiles, gpus, image, registry, sandbox, volumes
 from ml_agent.backends.local.registry import FINAL, RunPaths
+from ml_agent.config.types import GpuSpec
 from ml_agent.contracts import RunRecord, mint_token, new_run_id, protocol
 from ml_agent.errors import BackendError, SandboxError
 from ml_agent.plan import Plan
@@ -48,6 +49,7 @@ class LocalBackend:
         self.notes: list[str] = []  # facts `up` states once (which bwrap runs the sandbox)
         self._bwrap: bwrap.Choice | None = None
         self._checked: Plan | None = None  # the plan `check` passed (`up` checks first)
+        self._lease: gpus.Lease | None = None  # GPUs locked by `prepare`, for `_start`
 
     # -- up ------------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
@@ -62,12 +64,8 @@ class LocalBackend:
         image.check_python(plan)
         image.check_run_layers(plan)
         image.check_apt(plan)
-        if plan.sandbox.gpu and not sandbox.gpu_devices():
-            raise SandboxError(
-                f"sandbox.gpu is {plan.sandbox.gpu!r} but this machine has no NVIDIA GPU "
-                "(/dev/nvidia* not found); set `--set sandbox.gpu=null` to run on the CPU, "
-                "or use the Modal backend"
-            )
+        if plan.sandbox.gpu:
+            _check_gpus(plan.sandbox.gpu)
         envfiles.proxy_key(self.home, plan.proxy.secret, plan.proxy.upstream, os.environ)
         for name in plan.sandbox.secrets:
             envfiles.read_secret(self.home, name)
@@ -133,31 +131,48 @@ class LocalBackend:
                                       self.events(paths.run_id, follow=False))
         self.progress("checking the local sandbox")
         self.check(plan)
-        plan = plan.model_copy(update={"proxy": plan.proxy.model_copy(
-            update={"budget_usd": left})})
-        plan = plan.for_launch(paths.run_id, resume_session=session)
-        launch.update(
-            plan=plan.model_dump(mode="json"),
-            task=task,
-            token=mint_token(),  # the old one was revoked with its proxy
-            run_budget_usd=budget,
-            prior_usage=_prior_usage(paths, record),
-        )
-        registry.write_json(paths.launch, launch, mode=0o600)
-        record.new_leg(time.time())
-        registry.write_record(paths, record)
+        shared = bool(launch.get("share_gpus"))  # a resumed run keeps its way of holding GPUs
+        lease = self._take_gpus(plan, paths.run_id, shared)
+        try:
+            plan = plan.model_copy(update={"proxy": plan.proxy.model_copy(
+                update={"budget_usd": left})})
+            plan = plan.for_launch(paths.run_id, resume_session=session)
+            launch.update(
+                plan=plan.model_dump(mode="json"),
+                task=task,
+                token=mint_token(),  # the old one was revoked with its proxy
+                run_budget_usd=budget,
+                prior_usage=_prior_usage(paths, record),
+                gpus=lease.to_json() if lease else [],
+            )
+            registry.write_json(paths.launch, launch, mode=0o600)
+            record.new_leg(time.time())
+            record.gpus = launch["gpus"]
+            registry.write_record(paths, record)
+        except BaseException:
+            if lease:
+                lease.release()
+            raise
+        self._lease = lease
         return paths
 
     def _start(self, paths: RunPaths) -> RunRecord:
         self.progress("starting the sandbox")
-        pid = spawn_detached(
-            [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder),
-             "--key-on-stdin"],
-            log=paths.log,
-            cwd=paths.folder,
-            env=supervisor_env(os.environ),
-            stdin=os.environ.get("ANTHROPIC_API_KEY", ""),
-        )
+        lease, self._lease = self._lease, None
+        fds = lease.fds if lease else ()
+        try:  # the supervisor inherits the GPU locks and holds them for the run's life
+            pid = spawn_detached(
+                [sys.executable, "-m", "ml_agent.backends.local.supervisor", str(paths.folder),
+                 "--key-on-stdin", *(["--gpu-fds", ",".join(map(str, fds))] if fds else [])],
+                log=paths.log,
+                cwd=paths.folder,
+                env=supervisor_env(os.environ),
+                stdin=os.environ.get("ANTHROPIC_API_KEY", ""),
+                keep_fds=fds,
+            )
+        finally:
+            if lease:
+                lease.release()
         registry.write_pid(paths, pid)
         try:
             return self._wait_started(paths)
@@ -166,14 +181,37 @@ class LocalBackend:
             raise
 
     def prepare(self, plan: Plan, task: str | None) -> RunPaths:
-        """Check, build the image, create the volumes and the run's folder (launch.json, a
-        `starting` run.json): all the supervisor needs, before it is started."""
+        """Check, lock the run's GPUs (kept for `_start`, which hands them to the
+        supervisor), build the image, create the volumes and the run's folder (launch.json,
+        a `starting` run.json): all the supervisor needs, before it is started."""
         if plan.launch is None:
             plan = plan.for_launch(new_run_id())
         assert plan.launch is not None
         if self._checked is not plan:
             self.progress("checking the local sandbox")
             self.check(plan)
+        lease = self._take_gpus(plan, plan.launch.run_id, plan.launch.share_gpus)
+        try:
+            paths = self._prepare(plan, task, lease)
+        except BaseException:
+            if lease:
+                lease.release()
+            raise
+        self._lease = lease
+        return paths
+
+    def _take_gpus(self, plan: Plan, run_id: str, shared: bool) -> gpus.Lease | None:
+        """Lock the run's GPUs now (GpusBusy when too few are free); say which it got."""
+        if not plan.sandbox.gpu:
+            return None
+        lease = gpus.take(GpuSpec.parse(plan.sandbox.gpu).count, home=self.home,
+                          run_id=run_id, shared=shared)
+        self.notes.append(f"run {run_id} gets {lease.describe()}")
+        return lease
+
+    def _prepare(self, plan: Plan, task: str | None, lease: gpus.Lease | None) -> RunPaths:
+        """`prepare` once the run's GPUs (if any) are locked."""
+        assert plan.launch is not None
         cached = image.cached_venv(plan, self.home)
         if cached is None:
             self.progress("building the local image (first run only; about a minute)")
@@ -192,12 +230,15 @@ class LocalBackend:
             gpu=bool(plan.sandbox.gpu),
             bwrap=self._bwrap,
         )
+        leased = lease.to_json() if lease else []
         launch = {
             "plan": plan.model_dump(mode="json"),
             "task": task,
             "token": mint_token(),
             "host": dataclasses.asdict(host),
             "ml_agent_home": str(self.home),
+            "gpus": leased,  # the supervisor gives the sandbox CUDA_VISIBLE_DEVICES
+            "share_gpus": bool(lease and lease.shared),
         }
         registry.write_json(paths.launch, launch, mode=0o600)
         record = RunRecord(
@@ -213,6 +254,7 @@ class LocalBackend:
             data_volume=plan.data_volume.name,
             trackio_volume=plan.syncer.volume_name,
             sweep=plan.launch.sweep,
+            gpus=leased,
         )
         record.new_leg(record.created_at)
         registry.write_record(paths, record)
@@ -296,6 +338,9 @@ class LocalBackend:
             if registry.supervisor_pid(paths) is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)  # its session: supervisor and bwrap
+            exit_by = time.monotonic() + 5  # its last threads, which may hold its GPU locks
+            while not registry.exited(pid) and time.monotonic() < exit_by:
+                time.sleep(0.01)
         _kill_leftovers(paths)
         record = registry.read_record(paths)
         if record.status not in FINAL:
@@ -311,7 +356,8 @@ class LocalBackend:
 #: stdin (see supervisor.main), never in this environment.
 SUPERVISOR_ENV = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
-    "VIRTUAL_ENV", "ML_AGENT_HOME", "ML_AGENT_DEBUG", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "VIRTUAL_ENV", "ML_AGENT_HOME", "ML_AGENT_DEBUG", "ML_AGENT_GPU_ROOT", "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
     "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy",
 })
@@ -345,16 +391,38 @@ print(os.posix_spawn(sys.argv[3], sys.argv[3:], os.environ, setsid=True,
 
 
 def spawn_detached(
-    argv: list[str], *, log: Path, cwd: Path, env: Mapping[str, str], stdin: str = ""
+    argv: list[str], *, log: Path, cwd: Path, env: Mapping[str, str], stdin: str = "",
+    keep_fds: Sequence[int] = (),
 ) -> int:
     """Start `argv` detached (its own session, output to `log`) with exactly `env`, `stdin`
     written to it (secrets go there, never in env or argv); returns its pid. Used for a
-    run's supervisor and a sweep's driver."""
+    run's supervisor and a sweep's driver. `keep_fds` stay open in it, as the same numbers
+    (a run's GPU locks: flock belongs to the open file, which it then shares)."""
     out = subprocess.run(
         [sys.executable, "-c", _SPAWN, str(log), str(cwd), *argv],
         capture_output=True, text=True, check=True, env=dict(env), input=stdin,
+        pass_fds=tuple(keep_fds),
     )
     return int(out.stdout)
+
+
+def _check_gpus(gpu: str) -> None:
+    """The GPUs `sandbox.gpu` asks for exist on this machine (free or not: `take` says)."""
+    have = gpus.inventory()
+    count = GpuSpec.parse(gpu).count
+    if not have:
+        where = gpus.root() / gpus.GPUS_DIR
+        raise SandboxError(
+            f"sandbox.gpu is {gpu!r} but this machine has no NVIDIA GPU (nothing in {where}); "
+            "set `--set sandbox.gpu=null` to run on the CPU, or use the Modal backend"
+        )
+    if count > len(have):
+        raise SandboxError(
+            f"sandbox.gpu is {gpu!r} but this machine has {len(have)} NVIDIA GPU"
+            f"{'s' if len(have) > 1 else ''} ({', '.join(g.describe() for g in have)}); "
+            f"ask for at most {len(have)} (e.g. `--set sandbox.gpu={gpu.partition(':')[0]}:"
+            f"{len(have)}`), or use the Modal backend"
+        )
 
 
 def _kill_leftovers(paths: RunPaths) -> None:

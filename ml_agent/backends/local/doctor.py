@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from ml_agent.backends.local import bwrap, envfiles, sandbox
+from ml_agent.backends.local import bwrap, envfiles, gpus
 from ml_agent.contracts import ml_agent_home
 from ml_agent.errors import MlAgentError
 
@@ -63,16 +63,28 @@ def local_checks(environ: dict[str, str] | None = None) -> list[Check]:
     loose = envfiles.permission_warnings(home)
     checks.append(Check("local", "secret file permissions", not loose,
                         "; ".join(loose) or "private (only you can read them)", required=False))
-    gpus = sandbox.gpu_devices()
-    checks.append(Check(
-        "local", "NVIDIA GPU", bool(gpus),
-        f"{len(gpus)} device files" if gpus else "none (CPU configs only, e.g. configs/local.yaml)",
-        required=False,
-    ))
+    checks.append(gpu_check(home))
     envs = len([p for p in (home / "envs").glob("[!.]*") if p.is_dir()])
     checks.append(Check("local", "ML_AGENT_HOME", True, f"{home} ({envs} cached images)",
                         required=False))
     return checks
+
+
+def gpu_check(home: Path) -> Check:
+    """The GPUs and who holds each (a run's lease: `ml_agent.backends.local.gpus`)."""
+    found = gpus.inventory()
+    if not found:
+        where = gpus.root() / gpus.GPUS_DIR
+        return Check("local", "NVIDIA GPU", False,
+                     f"none in {where} (CPU configs only, e.g. configs/local.yaml)",
+                     required=False)
+    held = gpus.holders(home)
+    rows = [f"{g.index} {g.model} (" + (f"held by run {', '.join(held[g.key])}"
+                                         if g.key in held else "free") + ")" for g in found]
+    files = len(gpus.device_files())
+    return Check("local", "NVIDIA GPU", True,
+                 f"{len(found)} GPU{'s' if len(found) > 1 else ''}: {'; '.join(rows)}; "
+                 f"{files} device files", required=False)
 
 
 def modal_checks(environ: dict[str, str] | None = None) -> list[Check]:

@@ -104,6 +104,18 @@ def supervisor_gone(paths: RunPaths, record: RunRecord, now: float | None = None
     return True
 
 
+def exited(pid: int) -> bool:
+    """Every thread of `pid` has exited, so its files (a run's GPU locks) are closed. Its
+    command line empties, and its main thread turns zombie, while other threads may still
+    be exiting and holding them."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state == "Z" and [p.name for p in Path(f"/proc/{pid}/task").iterdir()] == [
+            str(pid)]
+    except (OSError, IndexError):
+        return True
+
+
 def find(run: str, root: Path | None = None) -> RunPaths:
     """A run by id or unique prefix (newest first)."""
     base = runs_dir(root)

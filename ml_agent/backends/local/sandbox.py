@@ -14,7 +14,6 @@ and a `HostLayout` (the resolved host paths); `HostLayout.detect`, `start` and
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ml_agent.backends.local import bwrap as bwrap_choice
+from ml_agent.backends.local import gpus
 from ml_agent.backends.local.bwrap import SYSTEM_DIRS
 from ml_agent.contracts import protocol
 from ml_agent.plan import DirLayer, EnvLayer, FileLayer, Plan
@@ -77,7 +77,8 @@ class HostLayout:
     workdir: str | None  # host folder bound at the workdir (None: under a volume, or none)
     system: Mapping[str, str | None]
     etc: tuple[str, ...]  # present entries of ETC_FILES
-    gpu_devices: tuple[str, ...] = ()
+    gpu_devices: tuple[str, ...] = ()  # NVIDIA device files, as paths inside (/dev/...)
+    gpu_root: str = "/"  # where they are found on the host (gpus.root(): ML_AGENT_GPU_ROOT)
     overlay: bool = True  # the venv writable through a tmpfs overlay (probe() says if it works)
     proxy_socket: str | None = None  # the proxy's Unix socket, bound in (network blocked)
 
@@ -117,15 +118,10 @@ class HostLayout:
             workdir=workdir,
             system=system,
             etc=tuple(p for p in ETC_FILES if os.path.lexists(p) and os.path.exists(p)),
-            gpu_devices=gpu_devices() if gpu else (),
+            gpu_devices=gpus.device_files() if gpu else (),
+            gpu_root=str(gpus.root()),
             overlay=bwrap.overlay,
         )
-
-
-def gpu_devices() -> tuple[str, ...]:
-    return tuple(sorted(p for p in glob.glob("/dev/nvidia*") if not os.path.isdir(p))) + tuple(
-        sorted(p for p in glob.glob("/dev/nvidia-caps/*"))
-    )
 
 
 def _is_under(path: str, root: str) -> bool:
@@ -205,8 +201,9 @@ def build_argv(plan: Plan, host: HostLayout, command: Sequence[str]) -> list[str
         mounts.append((VENV_DEST, ["--overlay-src", host.venv, "--tmp-overlay", VENV_DEST]))
     else:
         mounts.append((VENV_DEST, ["--ro-bind", host.venv, VENV_DEST]))
-    for dev in host.gpu_devices:
-        mounts.append((dev, ["--dev-bind", dev, dev]))
+    for dev in host.gpu_devices:  # every GPU's: CUDA_VISIBLE_DEVICES picks the run's
+        src = os.path.join(host.gpu_root, dev.lstrip("/"))
+        mounts.append((dev, ["--dev-bind", src, dev]))
     volume_mounts = {v.mount for v in plan.volumes}
     if sb.workdir and host.workdir and sb.workdir not in volume_mounts:
         mounts.append((sb.workdir, ["--bind", host.workdir, sb.workdir]))

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ml_agent.backends.local import envfiles
+from ml_agent.backends.local import envfiles, gpus
 from ml_agent.backends.local.registry import (
     RunPaths,
     read_record,
@@ -70,6 +70,7 @@ class Supervisor:
         # proxy meters from zero against the budget left; the run's cost is the sum.
         self.prior_usage: dict[str, float] = launch.get("prior_usage") or {}
         self.host = HostLayout(**launch["host"])
+        self.gpus: list[dict[str, Any]] = launch.get("gpus") or []  # leased by `up`
         self.home = Path(launch["ml_agent_home"])
         self.stop_reason: str | None = None
         self.failure: str | None = None  # why the run failed, when the supervisor knows
@@ -121,6 +122,7 @@ class Supervisor:
             env = sandbox_env(
                 self.plan, launch_env(self.plan, base_url=proxy.url, token=self.token), secrets
             )
+            env.update(gpus.cuda_env(self.gpus))  # the run's GPUs, whatever the config says
             host, command = self.host, agent_command(self.plan, self.task)
             if proxy.unix_socket is not None:  # no network: the same URL, bridged inside
                 host = dataclasses.replace(host, proxy_socket=str(proxy.unix_socket))
@@ -159,7 +161,8 @@ class Supervisor:
             self.save(status="running", sandbox_id=f"bwrap:{proc.pid}")
             self.timings["sandbox"] = time.time()
             write_json(self.paths.folder / "timing.json", self.timings)
-            self.log(f"sandbox started (pid {proc.pid}); proxy on {proxy.url}")
+            self.log(f"sandbox started (pid {proc.pid}); proxy on {proxy.url}" + "".join(
+                f"; GPU {g['index']} ({g['model']})" for g in self.gpus))
             exit_code = self._wait(proc, child)
             reader.join(10)
             status = self._status(exit_code)
@@ -424,11 +427,15 @@ def _kill_tree(pid: int, sig: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`<run folder> [--key-on-stdin]`: with the flag, stdin holds the host's Anthropic key
-    (maybe empty), read to EOF: it never is in this process's environment, so nothing
-    started from here inherits it."""
+    """`<run folder> [--key-on-stdin] [--gpu-fds N,M]`: with the flag, stdin holds the
+    host's Anthropic key (maybe empty), read to EOF: it never is in this process's
+    environment, so nothing started from here inherits it. `--gpu-fds`: the run's GPU locks
+    (`gpus.take`), inherited from `up`: held until this process ends, by no child."""
     args = sys.argv[1:] if argv is None else argv
     paths = RunPaths(Path(args[0]))
+    if "--gpu-fds" in args:
+        for fd in args[args.index("--gpu-fds") + 1].split(","):
+            os.set_inheritable(int(fd), False)
     key_env = None
     if "--key-on-stdin" in args[1:]:
         key = sys.stdin.read().strip()
