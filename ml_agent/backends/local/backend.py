@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ml_agent import resume
+from ml_agent import lines, resume
 from ml_agent.backends.local import bwrap, envfiles, image, registry, sandbox, volumes
 from ml_agent.backends.local.registry import FINAL, RunPaths
 from ml_agent.contracts import RunRecord, mint_token, new_run_id, protocol
@@ -401,26 +401,26 @@ def _tail(paths: RunPaths, lines: int = 8) -> str:
 
 
 def _tail_lines(paths: RunPaths, path: Path, follow: bool) -> Iterator[str]:
-    """Complete lines of a growing file; with `follow`, until the run has ended."""
+    """Complete lines of a growing file; with `follow`, until the run has ended. A line is
+    cut at lines.MAX_LINE_BYTES (the agent writes output.log: a line may never end)."""
     pos = 0
-    buf = b""
+    splitter = lines.LineSplitter()
     while True:
         done = not follow or _ended(paths)  # checked before reading: no line is lost
         full = False
+        chunk = b""
         with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
             fh.seek(pos)
             chunk = fh.read(READ_CHUNK)  # a long unread log is not held at once
             pos += len(chunk)
-            buf += chunk
             full = len(chunk) == READ_CHUNK
-        *complete, buf = buf.split(b"\n")
-        for raw in complete:
+        for raw in splitter.feed(chunk):
             yield raw.decode("utf-8", "replace")
         if full:
             continue  # more is there: read it before deciding whether the run has ended
         if done:
-            if buf:
-                yield buf.decode("utf-8", "replace")
+            for raw in splitter.flush():
+                yield raw.decode("utf-8", "replace")
             return
         time.sleep(POLL_S)
 

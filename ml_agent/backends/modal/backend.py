@@ -49,6 +49,7 @@ from ml_agent.contracts import (
 )
 from ml_agent.errors import BackendError, RunNotFound
 from ml_agent.fileio import atomic_write_bytes
+from ml_agent.lines import MAX_LINE_BYTES, was_cut
 
 if TYPE_CHECKING:
     import modal
@@ -462,6 +463,10 @@ class ModalBackend:
         for _, line in read_lines(sandbox, ("stdout",), follow=follow):
             event = protocol.decode_event(line)
             if event is None:
+                if was_cut(line):
+                    self.progress(f"warning: run {run_id} printed a line longer than "
+                                  f"{MAX_LINE_BYTES} bytes (an event is never that long); "
+                                  "skipped")
                 continue
             if first and event["seq"] > 1:
                 yield from self._replay(record, before=event["seq"])

@@ -1,0 +1,60 @@
+"""Lines of sandbox output, each capped: a line that never ends cannot grow a reader's memory.
+
+Sandbox output is untrusted: an agent can print gigabytes without a newline. Every host-side
+reader that splits it into lines (the local supervisor, `attach`/`logs` on both backends)
+does it with `LineSplitter`, which keeps at most `cap` bytes of a line (by default
+`protocol.MAX_EVENT_BYTES`, more than any real event) and counts the rest: the line comes out
+as its first `cap` bytes followed by a marker saying how much was cut. A cut event is no
+longer JSON, so event readers skip it (`was_cut` tells them to say so).
+"""
+
+from __future__ import annotations
+
+from ml_agent.contracts import protocol
+
+MAX_LINE_BYTES = protocol.MAX_EVENT_BYTES
+_MARK = b" [ml-agent: line cut at "
+
+
+def marker(cap: int, dropped: int) -> bytes:
+    return _MARK + f"{cap} bytes; {dropped} more bytes not shown]".encode()
+
+
+def was_cut(line: bytes | str) -> bool:
+    """The line was cut by a LineSplitter (or prints the same marker)."""
+    tail = line[-120:]
+    return (_MARK in tail) if isinstance(tail, bytes) else (_MARK.decode() in tail)
+
+
+class LineSplitter:
+    """Bytes in, complete lines out (without their newline), each at most `cap` bytes plus
+    the cut marker. Memory: at most `cap` bytes plus the chunk being fed."""
+
+    def __init__(self, cap: int = MAX_LINE_BYTES) -> None:
+        self.cap = cap
+        self._buf = b""
+        self._dropped = 0  # bytes of the current line beyond the cap
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines = []
+        while data:
+            end = data.find(b"\n")
+            part = data if end < 0 else data[:end]
+            data = b"" if end < 0 else data[end + 1 :]
+            room = self.cap - len(self._buf)
+            if self._dropped or len(part) > room:
+                self._dropped += len(part) - max(room, 0)
+                part = part[: max(room, 0)]
+            self._buf += part
+            if end >= 0:
+                lines.append(self._take())
+        return lines
+
+    def flush(self) -> list[bytes]:
+        """The last line, when the output ended without a newline."""
+        return [self._take()] if self._buf or self._dropped else []
+
+    def _take(self) -> bytes:
+        line = self._buf + (marker(self.cap, self._dropped) if self._dropped else b"")
+        self._buf, self._dropped = b"", 0
+        return line
