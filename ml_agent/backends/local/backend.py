@@ -106,12 +106,15 @@ class LocalBackend:
     def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
         return self._start(self.prepare(plan, task))
 
-    def resume(self, run_id: str, *, task: str | None, detach: bool) -> RunRecord:
+    def resume(self, run_id: str, *, task: str | None, detach: bool,
+               budget_usd: float | None = None) -> RunRecord:
         """A new sandbox for an ended run: the same run folder and conversation, a new run
-        token, the budget that is left (`ml_agent.resume`)."""
-        return self._start(self.prepare_resume(run_id, task))
+        token, the budget that is left (`ml_agent.resume`); `budget_usd`: the run's new
+        total budget (`up --resume RUN --budget USD`)."""
+        return self._start(self.prepare_resume(run_id, task, budget_usd))
 
-    def prepare_resume(self, run_id: str, task: str | None) -> RunPaths:
+    def prepare_resume(self, run_id: str, task: str | None,
+                       budget_usd: float | None = None) -> RunPaths:
         """Check the run can be resumed, then rewrite its launch.json (a new token, the
         budget left, the session to continue) and start a new leg in run.json."""
         paths = registry.find(run_id, self.home)
@@ -128,7 +131,8 @@ class LocalBackend:
         data_root = Path(launch["host"]["volumes"][plan.data_volume.key])
         result = resume.read_result(data_root, paths.run_id)
         budget = launch.get("run_budget_usd", plan.proxy.budget_usd)
-        left = resume.remaining_budget(record, budget, result)
+        left = resume.remaining_budget(record, budget, result, raised_to=budget_usd)
+        budget = budget if budget_usd is None else budget_usd  # kept for the next leg
         session = resume.find_session(data_root, paths.run_id, result,
                                       self.events(paths.run_id, follow=False))
         self.progress("checking the local sandbox")
