@@ -423,7 +423,9 @@ class AnthropicProxy:
             sink = self.usage_sink
             totals = sink.get(run_id) if self._usage_inline else await anyio.to_thread.run_sync(
                 sink.get, run_id)
-            self._totals[run_id] = totals
+            # A record that landed while this read was on its way is newer: keep it (a
+            # stale read hid a request's cost from the budget until the next record).
+            totals = self._totals.setdefault(run_id, totals)
         return totals
 
     async def _settle(self, metered: _Metered) -> None:

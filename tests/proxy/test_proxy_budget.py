@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
 
 import httpx
 import pytest
@@ -180,3 +181,55 @@ def test_long_context_prices_apply_above_200k_input(model):
 def test_unknown_sonnet_is_priced_at_the_costliest_sonnet_long_prices_included():
     price = pricing.price_for("claude-sonnet-9")
     assert price.long is not None and price.long.output == 22.5
+
+
+class RacingSink(MemoryUsageSink):
+    """A store behind the network whose reads can be overtaken: the second read of a run's
+    totals answers only once a record has landed (what it read is then stale)."""
+
+    nonblocking = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.second_read = threading.Event()
+        self.recorded = threading.Event()
+
+    def get(self, run_id: str) -> dict[str, float]:
+        self.reads += 1
+        totals = super().get(run_id)
+        if self.reads == 1:
+            self.second_read.wait(5)
+        elif self.reads == 2:
+            self.second_read.set()
+            self.recorded.wait(5)
+        return totals
+
+    def add(self, run_id: str, usage: dict[str, float]) -> dict[str, float]:
+        totals = super().add(run_id, usage)
+        self.recorded.set()
+        return totals
+
+
+def test_a_stale_read_of_the_totals_does_not_hide_a_record_from_the_budget(make_proxy):
+    # Two requests start at once on a budget that one answer spends: both read the run's
+    # totals from the store; the first is admitted and recorded while the second read is on
+    # its way. That read (stale: no cost yet) used to replace the fresh totals in the proxy's
+    # cache, so the run looked unspent until its next record: the second request, and any
+    # later one, went through (3x the budget, over the documented 2x).
+    sink = RacingSink()
+    proxied = make_proxy(usage=sink)
+    proxied.fake.default = text("x", usage={"output_tokens": 1000})  # $0.015
+    token = proxied.token(budget=0.01)
+    body = stream_request(1000)  # reserves ~$0.0075: fits
+
+    def post(_: int) -> int:
+        with httpx.Client(timeout=10) as client:
+            return client.post(proxied.url + "/v1/messages", json=body,
+                               headers={"x-api-key": token}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(post, range(2)))
+    later = post(0)
+    assert len(proxied.fake.message_calls()) == 1, (statuses, later)
+    assert statuses == [200, 402] and later == 402
