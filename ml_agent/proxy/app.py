@@ -423,10 +423,20 @@ class AnthropicProxy:
             sink = self.usage_sink
             totals = sink.get(run_id) if self._usage_inline else await anyio.to_thread.run_sync(
                 sink.get, run_id)
-            # A record that landed while this read was on its way is newer: keep it (a
-            # stale read hid a request's cost from the budget until the next record).
-            totals = self._totals.setdefault(run_id, totals)
+            totals = self._keep_newest(run_id, totals)
         return totals
+
+    def _keep_newest(self, run_id: str, totals: dict[str, float]) -> dict[str, float]:
+        """Cache the run's totals unless those cached are newer (more requests counted).
+
+        With a store behind the network (on Modal), answers overtake each other: a read
+        that a record overtook, or a record answered after a later one, is older than what
+        is cached, and replacing it hid requests' cost from the budget until the next
+        record."""
+        cached = self._totals.get(run_id)
+        if cached is None or totals.get("requests", 0) >= cached.get("requests", 0):
+            self._totals[run_id] = cached = totals
+        return cached
 
     async def _settle(self, metered: _Metered) -> None:
         metered.recorded = True
@@ -447,7 +457,8 @@ class AnthropicProxy:
                 if self._usage_inline:
                     self._totals[run_id] = sink.add(run_id, usage)
                 else:
-                    self._totals[run_id] = await anyio.to_thread.run_sync(sink.add, run_id, usage)
+                    self._keep_newest(run_id, await anyio.to_thread.run_sync(
+                        sink.add, run_id, usage))
                 return
             except Exception:
                 if attempt + 1 < RECORD_TRIES:

@@ -233,3 +233,45 @@ def test_a_stale_read_of_the_totals_does_not_hide_a_record_from_the_budget(make_
     later = post(0)
     assert len(proxied.fake.message_calls()) == 1, (statuses, later)
     assert statuses == [200, 402] and later == 402
+
+
+class OvertakenRecordSink(MemoryUsageSink):
+    """A store behind the network whose first record's answer arrives after the second's:
+    the totals it answers (without the second record) are then the older ones."""
+
+    nonblocking = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adds = 0
+        self.second_answered = threading.Event()
+
+    def add(self, run_id: str, usage: dict[str, float]) -> dict[str, float]:
+        self.adds += 1
+        n = self.adds
+        totals = super().add(run_id, usage)
+        if n == 1:
+            self.second_answered.wait(5)
+        elif n == 2:
+            threading.Timer(0.2, self.second_answered.set).start()  # after this returns
+        return totals
+
+
+def test_an_older_record_answer_does_not_replace_newer_totals(make_proxy):
+    # Two requests fit together; both answers together spend the budget. The first record's
+    # answer came back last and replaced the totals that had both: a third request went
+    # through on a spent budget.
+    sink = OvertakenRecordSink()
+    proxied = make_proxy(usage=sink)
+    proxied.fake.default = text("x", usage={"output_tokens": 1000}, delay_headers=0.3)
+    token = proxied.token(budget=0.025)  # two reservations of ~$0.0075 fit; two $0.015 spend it
+
+    def post(_: int) -> int:
+        with httpx.Client(timeout=10) as client:
+            return client.post(proxied.url + "/v1/messages", json=stream_request(1000),
+                               headers={"x-api-key": token}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(post, range(2))) == [200, 200]
+    assert post(0) == 402
+    assert len(proxied.fake.message_calls()) == 2
