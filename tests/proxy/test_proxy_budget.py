@@ -275,3 +275,39 @@ def test_an_older_record_answer_does_not_replace_newer_totals(make_proxy):
         assert list(pool.map(post, range(2))) == [200, 200]
     assert post(0) == 402
     assert len(proxied.fake.message_calls()) == 2
+
+
+def read_to_message_stop_and_hang_up(url: str, token: str, body: dict) -> None:
+    """Read a streamed answer to its last event, then close without waiting for the end of
+    the HTTP body (the proxy records usage just before it sends that end)."""
+    with httpx.Client(timeout=10) as client, client.stream(
+            "POST", url + "/v1/messages", json=body, headers={"x-api-key": token}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if "message_stop" in line:
+                break
+
+
+def test_a_usage_record_retried_as_the_client_hangs_up_is_not_lost(make_proxy):
+    # The first write fails; the client, which has its answer, closes the connection during
+    # the retry's back-off: that cancelled the retry, and the usage was neither recorded
+    # nor kept for the next record.
+    sink = FlakySink(failures=1)
+    proxied = make_proxy(usage=sink)
+    read_to_message_stop_and_hang_up(proxied.url, proxied.token(), stream_request(100))
+    eventually(lambda: sink.get("run-1")["requests"] == 1)
+    assert sink.get("run-1")["output_tokens"] == 20
+
+
+def test_usage_that_cannot_be_recorded_now_is_recorded_later_without_another_request(
+        make_proxy, http):
+    # Every try of the record fails (the store is down for a while): the usage is kept and
+    # written once the store is back, even if the run makes no further request (its last
+    # answer, or a proxy that scales down, would otherwise lose it).
+    sink = FlakySink(failures=3)
+    proxied = make_proxy(usage=sink, flush_every=0.2)
+    response = http.post(proxied.url + "/v1/messages", json=stream_request(100),
+                         headers={"x-api-key": proxied.token()})
+    assert response.status_code == 200
+    eventually(lambda: sink.get("run-1")["requests"] == 1, timeout=5)
+    assert sink.get("run-1")["output_tokens"] == 20
