@@ -10,6 +10,9 @@ longer JSON, so event readers skip it (`was_cut` tells them to say so).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ml_agent.contracts import protocol
 
 MAX_LINE_BYTES = protocol.MAX_EVENT_BYTES
@@ -58,3 +61,15 @@ class LineSplitter:
         line = self._buf + (marker(self.cap, self._dropped) if self._dropped else b"")
         self._buf, self._dropped = b"", 0
         return line
+
+
+def last_lines(path: Path, n: int, *, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last `n` non-blank lines of a log, from its last `max_bytes` bytes only (a run's
+    output.log holds every leg's output: it can be any size). [] when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - max_bytes))
+            text = fh.read(max_bytes).decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-n:]

@@ -34,3 +34,23 @@ def test_the_cap_is_the_protocols_largest_event():
     assert MAX_LINE_BYTES == protocol.MAX_EVENT_BYTES
     # Larger than the largest real event: a 20,000-character tool result, all \u-escaped.
     assert MAX_LINE_BYTES > 20_000 * 6 + 1000
+
+
+def test_the_last_lines_of_a_huge_log_are_read_from_its_end_only(tmp_path):
+    import tracemalloc
+
+    from ml_agent.lines import last_lines
+
+    log = tmp_path / "output.log"
+    with open(log, "wb") as fh:
+        fh.write(b"x" * (30 << 20))  # a resumed run's earlier legs, one line without end
+        fh.write(b"\nbwrap: setting up uid map: Permission denied\n\n")
+    tracemalloc.start()
+    try:
+        tail = last_lines(log, 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert tail == ["bwrap: setting up uid map: Permission denied"]
+    assert peak < 1 << 20, peak
+    assert last_lines(tmp_path / "missing.log", 3) == []

@@ -395,12 +395,8 @@ def _display_path(path: str) -> str:
     return path
 
 
-def _tail(paths: RunPaths, lines: int = 8) -> str:
-    text = ""
-    for path in (paths.output, paths.log):
-        with contextlib.suppress(OSError):
-            text += path.read_text(errors="replace")
-    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+def _tail(paths: RunPaths, n: int = 8) -> str:
+    tail = [*lines.last_lines(paths.output, n), *lines.last_lines(paths.log, n)][-n:]
     return "\n".join(tail) or f"see {paths.log}"
 
 

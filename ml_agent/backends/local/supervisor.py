@@ -396,11 +396,7 @@ def _last_seq(path: Path) -> int:
 
 
 def _last_line(path: Path) -> str:
-    try:
-        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1] if lines else "no output"
+    return (lines.last_lines(path, 1) or ["no output"])[0]
 
 
 def _feed(fd: int, data: bytes) -> None:
