@@ -39,19 +39,21 @@ class LineSplitter:
         self._dropped = 0  # bytes of the current line beyond the cap
 
     def feed(self, data: bytes) -> list[bytes]:
+        *complete, rest = data.split(b"\n")  # a chunk is bounded: so are its parts
         lines = []
-        while data:
-            end = data.find(b"\n")
-            part = data if end < 0 else data[:end]
-            data = b"" if end < 0 else data[end + 1 :]
-            room = self.cap - len(self._buf)
-            if self._dropped or len(part) > room:
-                self._dropped += len(part) - max(room, 0)
-                part = part[: max(room, 0)]
-            self._buf += part
-            if end >= 0:
-                lines.append(self._take())
+        for part in complete:
+            self._keep(part)
+            lines.append(self._take())
+        self._keep(rest)
         return lines
+
+    def _keep(self, part: bytes) -> None:
+        """Add `part` to the current line, up to the cap; count the rest."""
+        room = max(self.cap - len(self._buf), 0)
+        if len(part) > room:
+            self._dropped += len(part) - room
+            part = part[:room]
+        self._buf += part
 
     def flush(self) -> list[bytes]:
         """The last line, when the output ended without a newline."""
