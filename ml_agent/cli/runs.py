@@ -340,8 +340,7 @@ def _resume(run: str, *, task: str | None, detach: bool, budget: float | None = 
         if hasattr(runner, "progress"):
             runner.progress = _progress(status)  # type: ignore[attr-defined]
         try:
-            extra = {} if budget is None else {"budget_usd": budget}
-            record = resumer(run_id, task=task, detach=detach, **extra)
+            record = resumer(run_id, task=task, detach=detach, budget_usd=budget)
         except KeyboardInterrupt:
             err.print(f"interrupted: run {run_id} was not resumed")
             raise typer.Exit(130) from None
