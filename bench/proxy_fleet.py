@@ -1,7 +1,7 @@
 """One proxy app serving 100 concurrent agents: no lost usage record, budgets hold.
 
     python bench/proxy_fleet.py [--agents 100] [--requests 6] [--concurrency 3]
-                                [--stores memory,modal]
+                                [--stores memory,modal] [--modal-latency-ms 0]
 
 The same fleet is run, one after the other in one run, against each kind of stores:
 
@@ -13,6 +13,8 @@ The same fleet is run, one after the other in one run, against each kind of stor
   the fake Modal control plane (tests/fakes/modal_server.py) in a child process. Tokens are
   written as `up` writes them (`ModalTokenStore.put`) and usage read back as `ps` and
   `finalize_run` read it (`ModalUsageSink.get`), after the fleet is done.
+  `--modal-latency-ms` adds that much to every call to the fake control plane (the fake
+  answers at once; Modal's Dicts are a network round trip away from the proxy container).
 
 Either proxy is served by `ServerThread` on 127.0.0.1 in this process; the upstream is the
 fake Anthropic (tests/fakes/anthropic.py) in a child process, one per kind of stores.
@@ -28,7 +30,8 @@ Printed: requests forwarded, usage recorded per token (the sink) against what th
 billed (tokens and requests must match exactly, the cost to float rounding), whether any
 token's spend exceeded its budget plus the documented overshoot (docs/security.md
 "Budgets: what a run can spend": budget + the sum of (cost - reservation) over requests
-that overlapped; at most 2 x budget + the input under-estimate), and throughput.
+that overlapped; at most 2 x budget + the input under-estimate), and throughput, one
+column per kind of stores, then the throughput ratio modal.Dict / in-memory.
 """
 
 from __future__ import annotations
