@@ -77,6 +77,13 @@ ERROR: Final = "error"  # {message, fatal, kind?}
 OUT_TYPES: Final = frozenset(
     {READY, USER_TEXT, ASSISTANT_TEXT, TOOL_USE, TOOL_RESULT, TURN_END, RESULT, ERROR}
 )
+#: The largest event line a host-side reader keeps (bytes, newline excluded); a longer line
+#: is cut (logs) or skipped (events), with a marker, so that an agent printing without end
+#: cannot grow the launcher's memory. The largest real events: a tool result is cut at
+#: 20,000 characters (agent.py, <= 120 KB as JSON even all \u-escaped); assistant text and
+#: tool input are one answer, at most 64k output tokens (< 1 MB as JSON, escaped); a task
+#: echoed in user_text is what the user typed.
+MAX_EVENT_BYTES: Final = 2 * 1024 * 1024
 
 # Run statuses, shared by result.json, the run registry and `ps`.
 STATUSES: Final = ("starting", "running", "succeeded", "failed", "stopped", "timeout")

@@ -1,11 +1,23 @@
 """One proxy app serving 100 concurrent agents: no lost usage record, budgets hold.
 
     python bench/proxy_fleet.py [--agents 100] [--requests 6] [--concurrency 3]
+                                [--stores memory,modal] [--modal-latency-ms 0]
 
-The proxy is `ml_agent.proxy.create_app` with the in-memory token store and usage sink,
-served by `ServerThread` on 127.0.0.1 in this process; the upstream is the fake Anthropic
-(tests/fakes/anthropic.py) in a child process. The Modal proxy is the same app with a
-`modal.Dict` usage sink and token store; those are not run here (the in-memory ones are).
+The same fleet is run, one after the other in one run, against each kind of stores:
+
+- memory: `ml_agent.proxy.create_app` with the in-memory token store and usage sink (the
+  local backend, `proxy serve`);
+- modal: the deployed Modal proxy itself (`ml_agent.backends.modal.app.proxy()`, the
+  function Modal calls in the container), whose token store and usage sink are the
+  `<app>-tokens` / `<app>-usage` modal.Dicts, reached through the real modal SDK talking to
+  the fake Modal control plane (tests/fakes/modal_server.py) in a child process. Tokens are
+  written as `up` writes them (`ModalTokenStore.put`) and usage read back as `ps` and
+  `finalize_run` read it (`ModalUsageSink.get`), after the fleet is done.
+  `--modal-latency-ms` adds that much to every call to the fake control plane (the fake
+  answers at once; Modal's Dicts are a network round trip away from the proxy container).
+
+Either proxy is served by `ServerThread` on 127.0.0.1 in this process; the upstream is the
+fake Anthropic (tests/fakes/anthropic.py) in a child process, one per kind of stores.
 
 Each agent has its own run token and budget and issues `--requests` streamed Messages
 requests, `--concurrency` at a time (httpx.AsyncClient). Like the Claude CLI it retries a
@@ -18,7 +30,8 @@ Printed: requests forwarded, usage recorded per token (the sink) against what th
 billed (tokens and requests must match exactly, the cost to float rounding), whether any
 token's spend exceeded its budget plus the documented overshoot (docs/security.md
 "Budgets: what a run can spend": budget + the sum of (cost - reservation) over requests
-that overlapped; at most 2 x budget + the input under-estimate), and throughput.
+that overlapped; at most 2 x budget + the input under-estimate), and throughput, one
+column per kind of stores, then the throughput ratio modal.Dict / in-memory.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -126,102 +140,209 @@ async def drive(url: str, tokens: dict[str, str], n: int, concurrency: int
     return stats
 
 
+def modal_child(latency_ms: float) -> None:
+    """The fake Modal control plane in its own process (Modal's is not in the proxy's).
+
+    Prints the MODAL_* environment that points the SDK at it; serves until stdin closes."""
+    from tests.fakes.modal_server import FakeModal
+
+    with FakeModal() as fake:
+        fake.latency = latency_ms / 1000
+        print(json.dumps(fake.env("/nonexistent/modal.toml")), flush=True)
+        sys.stdin.read()
+
+
+def child(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen([sys.executable, __file__, *flags], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout
+    return process, process.stdout.readline().strip()
+
+
+def budgets_and_tokens(agents: int, per_request: float) -> tuple[dict[str, float],
+                                                                  dict[str, str]]:
+    budgets: dict[str, float] = {}
+    tokens: dict[str, str] = {}
+    for i in range(agents):
+        agent = f"agent-{i:03d}"
+        # From room for one request to more than all of them: most run out mid-way.
+        budgets[agent] = round(per_request * (1.2 + (i % 10) * 0.7), 6)
+        tokens[agent] = f"mla-fleet-{i:03d}-0123456789abcdef"
+    return budgets, tokens
+
+
+def run_fleet(kind: str, args: argparse.Namespace) -> dict[str, object]:
+    """One fleet against one kind of stores; what it measured."""
+    import contextlib
+
+    from ml_agent.contracts import TokenRecord, hash_token
+    from ml_agent.proxy.pricing import cost_usd
+    from ml_agent.proxy.serving import ServerThread
+
+    per_request = cost_usd(MODEL, USAGE)
+    budgets, tokens = budgets_and_tokens(args.agents, per_request)
+    upstream_process, upstream = child("--upstream-child")
+    assert upstream_process.stdin and upstream_process.stdout
+    modal_process = None
+    with contextlib.ExitStack() as stack:
+        try:
+            if kind == "modal":
+                from ml_agent.backends.modal import app as modal_app
+                from ml_agent.backends.modal.stores import ModalTokenStore, ModalUsageSink
+                from ml_agent.proxy.paths import DEFAULT_ALLOWED
+                from tests.fakes.modal_server import isolated_modal_env
+
+                modal_process, modal_env = child("--modal-child", "--modal-latency-ms",
+                                                 str(args.modal_latency_ms))
+                stack.enter_context(isolated_modal_env(json.loads(modal_env)))
+                app_name = "ml-agent-fleet"
+                env = {"ML_AGENT_APP": app_name, "ML_AGENT_PROXY_UPSTREAM": upstream,
+                       "ANTHROPIC_API_KEY": KEY,
+                       "ML_AGENT_PROXY_ALLOWED_PATHS": json.dumps(list(DEFAULT_ALLOWED))}
+                saved = {k: os.environ.get(k) for k in env}
+                stack.callback(restore_env, saved)
+                os.environ.update(env)
+                store = ModalTokenStore.for_app(app_name)
+                sink = ModalUsageSink.for_app(app_name)
+                app = modal_app.proxy()
+            else:
+                from ml_agent.proxy import MemoryTokenStore, MemoryUsageSink, create_app
+
+                store, sink = MemoryTokenStore(), MemoryUsageSink()  # type: ignore[assignment]
+                app = create_app(upstream=upstream, api_key=KEY, tokens=store, usage=sink)
+            for agent, token in tokens.items():
+                store.put(hash_token(token), TokenRecord(agent, time.time() + 3600,
+                                                         budgets[agent]))
+            with ServerThread(app, "127.0.0.1") as server:
+                started = time.perf_counter()
+                stats = asyncio.run(drive(server.url, tokens, args.requests,
+                                          args.concurrency))
+                elapsed = time.perf_counter() - started
+            # Read back as `ps` and finalize_run read it (a new handle on the Dict).
+            reader = ModalUsageSink.for_app(app_name) if kind == "modal" else sink
+            used = {agent: reader.get(agent) for agent in budgets}
+            upstream_process.stdin.write("report\n")
+            upstream_process.stdin.flush()
+            report = json.loads(upstream_process.stdout.readline())
+        finally:
+            for process in (upstream_process, modal_process):
+                if process is not None:
+                    process.kill()
+                    process.wait()
+    return check(kind, args, budgets, used, report, stats, elapsed)
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def check(kind: str, args: argparse.Namespace, budgets: dict[str, float],
+          used_by_agent: dict[str, dict[str, float]], report: dict[str, object],
+          stats: dict[str, int], elapsed: float) -> dict[str, object]:
+    """Compare what the proxy recorded with what the fake billed, agent by agent."""
+    from ml_agent.proxy.budget import estimate
+    from ml_agent.proxy.pricing import cost_usd
+
+    per_request = cost_usd(MODEL, USAGE)
+    reserve = estimate(body_for("agent-000")).usd
+    billed: dict[str, int] = report["billed"]  # type: ignore[assignment]
+    forwarded = sum(billed.values())
+    lost = mismatched = over = 0
+    recorded_cost = billed_cost = 0.0
+    recorded_requests = 0
+    worst = 0.0
+    for agent, budget in budgets.items():
+        used = used_by_agent[agent]
+        n = billed.get(agent, 0)
+        want = {k: USAGE[k] * n for k in TOKEN_KEYS}
+        got = {k: int(used.get(k, 0)) for k in TOKEN_KEYS}
+        requests = int(used.get("requests", 0))
+        cost = float(used.get("cost_usd", 0.0))
+        recorded_requests += requests
+        recorded_cost += cost
+        billed_cost += per_request * n
+        if requests != n or got != want or not math.isclose(cost, per_request * n,
+                                                            rel_tol=1e-9, abs_tol=1e-12):
+            mismatched += 1
+            lost += max(0, n - requests)
+        # The documented bound: budget + sum over overlapping requests of (cost - r); an
+        # agent has at most `concurrency` in flight at once.
+        bound = budget + args.concurrency * max(0.0, per_request - reserve)
+        worst = max(worst, cost / budget)
+        if cost > bound + 1e-12 or cost > 2 * budget:
+            over += 1
+    return {"kind": kind, "forwarded": forwarded, "recorded": recorded_requests,
+            "recorded_cost": recorded_cost, "billed_cost": billed_cost,
+            "mismatched": mismatched, "lost": lost, "over": over, "worst": worst,
+            "cut": report["incomplete"], "responses": dict(sorted(stats.items())),
+            "elapsed": elapsed, "rps": forwarded / elapsed,
+            "per_request": per_request, "reserve": reserve, "budgets": budgets}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--requests", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--stores", default="memory,modal",
+                        help="comma-separated: memory, modal (default: both, side by side)")
+    parser.add_argument("--modal-latency-ms", type=float, default=0.0,
+                        help="added to every call to the fake Modal control plane (the "
+                        "network between the proxy container and Modal's Dicts)")
     parser.add_argument("--upstream-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--modal-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream_child:
         upstream_child()
         return
+    if args.modal_child:
+        modal_child(args.modal_latency_ms)
+        return
+    kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"memory", "modal"}:
+        parser.error("--stores takes memory, modal or both")
+    results = [run_fleet(kind, args) for kind in kinds]
 
-    from ml_agent.contracts import TokenRecord, hash_token
-    from ml_agent.proxy import MemoryTokenStore, MemoryUsageSink, create_app
-    from ml_agent.proxy.budget import estimate
-    from ml_agent.proxy.pricing import cost_usd
-    from ml_agent.proxy.serving import ServerThread
-
-    child = subprocess.Popen([sys.executable, __file__, "--upstream-child"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdin and child.stdout
-    upstream = child.stdout.readline().strip()
-    try:
-        store, sink = MemoryTokenStore(), MemoryUsageSink()
-        per_request = cost_usd(MODEL, USAGE)
-        reserve = estimate(body_for("agent-000")).usd
-        tokens: dict[str, str] = {}
-        budgets: dict[str, float] = {}
-        for i in range(args.agents):
-            agent = f"agent-{i:03d}"
-            # From room for one request to more than all of them: most run out mid-way.
-            budgets[agent] = round(per_request * (1.2 + (i % 10) * 0.7), 6)
-            tokens[agent] = f"mla-fleet-{i:03d}-0123456789abcdef"
-            store.put(hash_token(tokens[agent]), TokenRecord(agent, time.time() + 3600,
-                                                             budgets[agent]))
-        app = create_app(upstream=upstream, api_key=KEY, tokens=store, usage=sink)
-        with ServerThread(app, "127.0.0.1") as server:
-            started = time.perf_counter()
-            stats = asyncio.run(drive(server.url, tokens, args.requests, args.concurrency))
-            elapsed = time.perf_counter() - started
-        child.stdin.write("report\n")
-        child.stdin.flush()
-        report = json.loads(child.stdout.readline())
-    finally:
-        child.kill()
-        child.wait()
-
-    billed: dict[str, int] = report["billed"]
-    forwarded = sum(billed.values())
-    lost = mismatched = over = 0
-    recorded_cost = billed_cost = 0.0
-    recorded_tokens = {k: 0 for k in TOKEN_KEYS}
-    worst = 0.0
-    for agent, budget in budgets.items():
-        used = sink.get(agent)
-        n = billed.get(agent, 0)
-        want = {k: USAGE[k] * n for k in TOKEN_KEYS}
-        got = {k: int(used.get(k, 0)) for k in TOKEN_KEYS}
-        for k in TOKEN_KEYS:
-            recorded_tokens[k] += got[k]
-        recorded_cost += used["cost_usd"]
-        billed_cost += per_request * n
-        if int(used["requests"]) != n or got != want:
-            mismatched += 1
-            lost += max(0, n - int(used["requests"]))
-        if not math.isclose(used["cost_usd"], per_request * n, rel_tol=1e-9, abs_tol=1e-12):
-            mismatched += 1
-        # The documented bound: budget + sum over overlapping requests of (cost - r); an
-        # agent has at most `concurrency` in flight at once.
-        bound = budget + args.concurrency * max(0.0, per_request - reserve)
-        worst = max(worst, used["cost_usd"] / budget)
-        if used["cost_usd"] > bound + 1e-12 or used["cost_usd"] > 2 * budget:
-            over += 1
-
-    total_billed = {k: USAGE[k] * forwarded for k in TOKEN_KEYS}
+    first = results[0]
+    budgets: dict[str, float] = first["budgets"]  # type: ignore[assignment]
     print(f"agents {args.agents}, {args.requests} streamed requests each, "
-          f"{args.concurrency} at a time; one proxy app (in-memory token store and usage "
-          f"sink; the Modal proxy uses a modal.Dict sink, not run here)")
-    print(f"per request: cost ${per_request:.6f}, reservation ${reserve:.6f} "
-          f"(excess ${max(0.0, per_request - reserve):.6f}); budgets "
-          f"${min(budgets.values()):.4f}..${max(budgets.values()):.4f}")
-    print(f"responses: {json.dumps(dict(sorted(stats.items())))}; "
-          f"requests forwarded (fake billed): {forwarded}; upstream streams cut: "
-          f"{report['incomplete']}")
-    recorded_requests = sum(int(sink.get(a)["requests"]) for a in budgets)
-    print(f"usage recorded by the proxy: requests {recorded_requests}, tokens "
-          f"{json.dumps(recorded_tokens)}, cost ${recorded_cost:.6f}")
-    print(f"usage billed by the fake:    requests {forwarded}, tokens "
-          f"{json.dumps(total_billed)}, cost ${billed_cost:.6f}")
-    print(f"tokens whose recorded usage differs from the billed: {mismatched} "
-          f"(lost records: {lost})")
-    print(f"tokens over budget + documented overshoot: {over} (highest spend/budget "
-          f"{worst:.3f}; bound per token: budget + {args.concurrency} x excess, and <= 2 x "
-          f"budget)")
-    print(f"throughput: {forwarded / elapsed:.0f} forwarded requests/s, "
-          f"{sum(stats.values()) / elapsed:.0f} responses/s, {elapsed:.2f} s wall")
-    if mismatched or over or report["incomplete"]:
+          f"{args.concurrency} at a time; one proxy app per kind of stores")
+    print(f"per request: cost ${first['per_request']:.6f}, reservation "
+          f"${first['reserve']:.6f} (excess "
+          f"${max(0.0, first['per_request'] - first['reserve']):.6f}); budgets "  # type: ignore[operator]
+          f"${min(budgets.values()):.4f}..${max(budgets.values()):.4f}; bound per token: "
+          f"budget + {args.concurrency} x excess, and <= 2 x budget")
+    rows = [
+        ("stores", lambda r: {"memory": "in-memory",
+                              "modal": f"modal.Dict (fake Modal, +{args.modal_latency_ms:g} "
+                                       "ms/call)"}[r["kind"]]),
+        ("responses", lambda r: json.dumps(r["responses"])),
+        ("requests forwarded (fake billed)", lambda r: str(r["forwarded"])),
+        ("requests recorded by the proxy", lambda r: str(r["recorded"])),
+        ("cost recorded / billed", lambda r: f"${r['recorded_cost']:.6f} / "
+                                             f"${r['billed_cost']:.6f}"),
+        ("tokens recorded != billed", lambda r: str(r["mismatched"])),
+        ("lost records", lambda r: str(r["lost"])),
+        ("upstream streams cut", lambda r: str(r["cut"])),
+        ("tokens over budget + overshoot", lambda r: str(r["over"])),
+        ("highest spend / budget", lambda r: f"{r['worst']:.3f}"),
+        ("forwarded requests/s", lambda r: f"{r['rps']:.0f}"),
+        ("wall", lambda r: f"{r['elapsed']:.2f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    cells = [[show(r) for r in results] for _, show in rows]
+    cols = [max(len(row[i]) for row in cells) for i in range(len(results))]
+    for (name, _), row in zip(rows, cells, strict=True):
+        print(f"{name:<{width}}  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, cols,
+                                                                           strict=True)))
+    if len(results) == 2:
+        print(f"throughput modal.Dict / in-memory: "
+              f"{results[1]['rps'] / results[0]['rps']:.2f}x")  # type: ignore[operator]
+    if any(r["mismatched"] or r["over"] or r["cut"] for r in results):
         sys.exit(1)
 
 

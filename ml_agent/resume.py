@@ -55,17 +55,27 @@ def spent(record: RunRecord, result: dict[str, Any] | None) -> float:
 
 
 def remaining_budget(record: RunRecord, budget_usd: float | None,
-                     result: dict[str, Any] | None) -> float | None:
+                     result: dict[str, Any] | None, *,
+                     raised_to: float | None = None) -> float | None:
     """The budget the new leg gets: the run's budget minus what it cost so far (None: no
-    budget). Raises BackendError when nothing is left."""
+    budget). `raised_to` (`up --resume RUN --budget USD`) replaces the run's budget; it must
+    be more than the run has cost. Raises BackendError when nothing is left."""
+    cost = spent(record, result)
+    if raised_to is not None:
+        if not raised_to > cost:
+            raise BackendError(
+                f"run {record.run_id} has already cost ${cost:.4f}: --budget is the run's "
+                f"new total budget and must be more than that (got ${raised_to:g})")
+        return round(raised_to - cost, 6)
     if budget_usd is None:
         return None
-    left = budget_usd - spent(record, result)
+    left = budget_usd - cost
     if left <= 0:
         raise BackendError(
             f"run {record.run_id} has spent its budget (proxy.budget_usd ${budget_usd:g}; "
-            f"cost so far ${spent(record, result):.4f}): nothing is left to resume it with; "
-            "start a new run (`ml-agent up`)"
+            f"cost so far ${cost:.4f}): nothing is left to resume it with; raise it with "
+            f"`ml-agent up --resume {record.run_id} --budget USD` (the run's new total "
+            "budget), or start a new run (`ml-agent up`)"
         )
     return round(left, 6)
 

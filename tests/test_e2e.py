@@ -434,3 +434,41 @@ def test_resume_a_task_run_as_a_chat_on_a_terminal(home, tmp_path):
     assert "Noted the word." not in term.seen  # the first leg is not replayed
     legs = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0]["legs"]
     assert [leg["status"] for leg in legs] == ["succeeded", "succeeded"]
+
+
+def test_resume_with_a_raised_budget_after_the_budget_is_spent(home, tmp_path):
+    # Leg 1's one answer spends more than the run's $1 budget. `up --resume` refuses, naming
+    # --budget; `--budget` at or below the cost is refused too; `--budget 3` starts leg 2,
+    # whose proxy forwards its requests (the new budget reached the run token's record).
+    env = _env(home, tmp_path)
+    with FakeAnthropic(keys={REAL_KEY}) as fake:
+        fake.script(text("All of the budget, spent.", match=main_loop,
+                         usage={"output_tokens": 100_000}))  # $1.50 at Sonnet's price
+        proc = _cli([*_up_args(fake, "--task", "spend it"), "--set", "proxy.budget_usd=1"],
+                    env)
+        assert "All of the budget, spent." in proc.stdout, proc.stdout + proc.stderr
+        run = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0]
+        run_id, cost1 = run["run_id"], run["cost_usd"]
+        assert run["status"] == "failed" and cost1 >= 1.5  # the agent: "Reached maximum budget"
+
+        spent = _cli(["up", "--resume", run_id, "--task", "more"], env)
+        assert spent.returncode == 1
+        assert "--budget USD" in " ".join(spent.stderr.split()), spent.stderr
+        low = _cli(["up", "--resume", run_id, "--task", "more", "--budget", "1.5"], env)
+        assert low.returncode == 1
+        assert f"has already cost ${cost1:.4f}: --budget is the run's new total" in " ".join(
+            low.stderr.split())
+
+        fake.script(text("Carried on with the new budget.", match=main_loop))
+        calls_before = len(fake.message_calls())
+        raised = _cli(["up", "--resume", run_id, "--task", "more", "--budget", "3"], env)
+        assert raised.returncode == 0, raised.stdout + raised.stderr
+        assert "Carried on with the new budget." in raised.stdout
+        assert [c for c in fake.message_calls()[calls_before:] if main_loop(c)]
+
+    launch = json.loads((home / "runs" / run_id / "launch.json").read_text())
+    assert launch["run_budget_usd"] == 3.0
+    assert launch["plan"]["proxy"]["budget_usd"] == pytest.approx(3.0 - cost1, abs=1e-5)
+    run = json.loads(_cli(["ps", "--json", "--backend", "local"], env).stdout)[0]
+    assert [leg["status"] for leg in run["legs"]] == ["failed", "succeeded"]
+    assert run["cost_usd"] > cost1

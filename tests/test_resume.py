@@ -84,6 +84,16 @@ def test_the_budget_left_is_the_budget_minus_the_proxys_metering() -> None:
         resume.remaining_budget(_record(cost_usd=1.0), 1.0, None)
 
 
+def test_a_new_budget_replaces_the_runs_and_must_exceed_what_it_cost() -> None:
+    assert resume.remaining_budget(_record(cost_usd=1.0), 1.0, None, raised_to=3.0) == 2.0
+    # A run started without a budget gets one.
+    assert resume.remaining_budget(_record(cost_usd=0.5), None, None, raised_to=2.0) == 1.5
+    for raised_to in (1.0, 0.5):
+        with pytest.raises(BackendError, match=r"has already cost \$1.0000: --budget is the "
+                           r"run's new total budget and must be more than that"):
+            resume.remaining_budget(_record(cost_usd=1.0), 5.0, None, raised_to=raised_to)
+
+
 # -- the CLI ---------------------------------------------------------------------------------
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
@@ -146,6 +156,52 @@ def test_resuming_a_run_whose_budget_is_spent_names_the_budget(home: Path) -> No
     assert out.stderr.startswith(f"error: run {RUN} has spent its budget (proxy.budget_usd $1; "
                                  "cost so far $1.0004)"), out.stderr
     assert len(registry.read_record(paths).legs) == 1  # nothing was started
+
+
+def test_a_spent_budget_is_raised_with_budget_for_this_leg_and_the_next(home: Path,
+                                                                        monkeypatch) -> None:
+    from ml_agent.backends.local import LocalBackend
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-host-key")  # the local proxy's (check)
+    paths = registry.RunPaths.of(RUN, home)
+    record = registry.read_record(paths)
+    record.cost_usd = 1.0004
+    registry.write_record(paths, record)
+    data = home / "volumes" / "sandbox-data"
+    (data / "runs" / RUN / "result.json").write_text(json.dumps({"session_id": S1}))
+
+    out = cli(home, "up", "--resume", RUN, "--budget", "1", "--task", "more")
+    assert out.returncode == 1
+    assert out.stderr == (f"error: run {RUN} has already cost $1.0004: --budget is the run's "
+                          "new total budget and must be more than that (got $1)\n")
+    assert "--budget USD" in cli(home, "up", "--resume", RUN, "--task", "more").stderr
+    assert len(registry.read_record(paths).legs) == 1  # nothing was started
+
+    # What the new leg is launched with (the supervisor puts the plan's budget in the run
+    # token's record and the agent's ML_AGENT_BUDGET_USD): what is left of the new budget.
+    backend = LocalBackend(home)
+    backend.prepare_resume(RUN, "more", budget_usd=3.0)
+    launch = json.loads(paths.launch.read_text())
+    assert launch["plan"]["proxy"]["budget_usd"] == pytest.approx(3.0 - 1.0004)
+    assert launch["run_budget_usd"] == 3.0
+    # The next leg, without --budget, keeps the raised budget.
+    record = registry.read_record(paths)
+    record.cost_usd, record.status = 2.5, "succeeded"
+    registry.write_record(paths, record)
+    backend.prepare_resume(RUN, "again")
+    launch = json.loads(paths.launch.read_text())
+    assert launch["plan"]["proxy"]["budget_usd"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--task", "x", "--budget", "5"), "goes with --resume RUN"),
+    (("--resume", RUN, "--task", "x", "--budget", "-1"), "must be a positive amount in USD"),
+    (("--resume", RUN, "--task", "x", "--budget", "nan"), "must be a positive amount in USD"),
+])
+def test_budget_is_a_positive_amount_for_a_resumed_run(home: Path, args, says) -> None:
+    out = cli(home, "up", *args)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert "--budget" in " ".join(cli(home, "up", "--help").stdout.split())
 
 
 def test_resume_takes_no_config_of_its_own(home: Path) -> None:

@@ -35,7 +35,8 @@ final metric sync. `--detach` returns at once. A `--task` run ends by printing w
 result.json, transcript and outputs are.
 
 `--resume RUN` continues a run that has ended (done, stopped, timed out or crashed) in a new
-sandbox: the same conversation and run folder, a new run token, the budget that is left.
+sandbox: the same conversation and run folder, a new run token, the budget that is left;
+with `--budget USD`, the run's budget becomes USD in all (more than it has cost so far).
 
 GPUs on the local backend: each run gets `sandbox.gpu`'s count of this machine's GPUs for
 itself (CUDA_VISIBLE_DEVICES), or a clear error naming the runs that hold them.
@@ -48,6 +49,7 @@ Examples:
     ml-agent up configs/local.yaml --task "fine-tune distilbert on imdb for one epoch"
     ml-agent up configs/a10.yaml --detach --set sandbox.timeout=4h
     ml-agent up --resume 20261126-0315-a1b2c3 --task "now evaluate it on the test split"
+    ml-agent up --resume 20261126-0315-a1b2c3 --budget 40 --detach
     ml-agent up configs/a10.yaml --backend local --share-gpus --detach
 """
 
@@ -256,13 +258,23 @@ def up(
     share_gpus: bool = typer.Option(False, "--share-gpus",
                                     help="Local GPUs: share them with other --share-gpus runs "
                                     "instead of holding them alone."),
+    budget: float = typer.Option(None, "--budget", metavar="USD",
+                                 help="With --resume: the run's new total budget, more than "
+                                 "it has cost so far (else it keeps proxy.budget_usd)."),
 ) -> None:
+    if budget is not None and resume is None:
+        raise typer.BadParameter("goes with --resume RUN (a new run's budget is "
+                                 "proxy.budget_usd: --set proxy.budget_usd=USD)",
+                                 param_hint="'--budget'")
+    if budget is not None and not 0 < budget < float("inf"):
+        raise typer.BadParameter(f"must be a positive amount in USD (got {budget:g})",
+                                 param_hint="'--budget'")
     if resume is not None:
         if config or sets or backend or allow or share_gpus:
             raise typer.BadParameter("--resume continues a run with its own config: give no "
                                      "CONFIG, --set, --backend, --allow-outside or "
                                      "--share-gpus with it", param_hint="'--resume'")
-        _resume(resume, task=task, detach=detach)
+        _resume(resume, task=task, detach=detach, budget=budget)
         return
     from ml_agent.config import load_config
     from ml_agent.contracts import CONFIGS_DIR, new_run_id
@@ -325,7 +337,7 @@ def _say_warnings(runner: Backend, said: set[str]) -> None:
             err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
-def _resume(run: str, *, task: str | None, detach: bool) -> None:
+def _resume(run: str, *, task: str | None, detach: bool, budget: float | None = None) -> None:
     """`up --resume RUN`: a new leg of an ended run, then chat, a task, or detach (as `up`)."""
     runner, run_id = _backend_for(run)
     resumer: Callable[..., RunRecord] | None = getattr(runner, "resume", None)
@@ -342,7 +354,7 @@ def _resume(run: str, *, task: str | None, detach: bool) -> None:
         if hasattr(runner, "progress"):
             runner.progress = _progress(status)  # type: ignore[attr-defined]
         try:
-            record = resumer(run_id, task=task, detach=detach)
+            record = resumer(run_id, task=task, detach=detach, budget_usd=budget)
         except KeyboardInterrupt:
             err.print(f"interrupted: run {run_id} was not resumed")
             raise typer.Exit(130) from None

@@ -52,9 +52,11 @@ DROP_REQUEST = HOP_BY_HOP | frozenset(
 )
 PATH_ERROR = {403: "permission_error", 404: "not_found_error", 405: "invalid_request_error"}
 # Recording usage is retried (a modal.Dict call can fail transiently), then kept in memory,
-# counted against the budget and added to the next record.
+# counted against the budget, added to the next record and tried again every FLUSH_EVERY
+# seconds until it is written (a run's last answer has no next record).
 RECORD_TRIES = 3
 RECORD_BACKOFF = 0.1  # seconds, x4 per try
+FLUSH_EVERY = 10.0
 #: Called with (status, error type, message) when the upstream refuses the key (401/403).
 AuthErrorCallback = Callable[[int, str, str], None]
 
@@ -83,6 +85,7 @@ class AnthropicProxy:
         bad_token_window: float = 60.0,
         on_upstream_auth_error: AuthErrorCallback | None = None,
         environ: Mapping[str, str] | None = None,
+        flush_every: float = FLUSH_EVERY,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -104,6 +107,10 @@ class AnthropicProxy:
         self.limiter = auth.BadTokenLimiter(clock, bad_token_limit, bad_token_window)
         self._usage_inline = bool(getattr(usage, "nonblocking", False))
         self.ledger = budget.Ledger()
+        self.flush_every = flush_every
+        self._flusher: asyncio.Task[None] | None = None
+        self._flushing: set[str] = set()  # runs whose pending usage a record is writing
+        self._closing = False
         self.on_upstream_auth_error = on_upstream_auth_error
         self._totals: dict[str, dict[str, float]] = {}
         self._encodings = set(decoders()) | {"identity"}
@@ -130,7 +137,13 @@ class AnthropicProxy:
         return f"AnthropicProxy(upstream={self.upstream!r})"
 
     async def aclose(self) -> None:
-        """Close the upstream connections (the app's lifespan does it at shutdown)."""
+        """Close the upstream connections (the app's lifespan does it at shutdown), after a
+        last try at writing usage that could not be recorded yet."""
+        self._closing = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+        for run_id in list(self.ledger.unrecorded):
+            await self._record(run_id, {})
         await self._wire.aclose()
 
     # -- ASGI ------------------------------------------------------------------------------
@@ -423,8 +436,20 @@ class AnthropicProxy:
             sink = self.usage_sink
             totals = sink.get(run_id) if self._usage_inline else await anyio.to_thread.run_sync(
                 sink.get, run_id)
-            self._totals[run_id] = totals
+            totals = self._keep_newest(run_id, totals)
         return totals
+
+    def _keep_newest(self, run_id: str, totals: dict[str, float]) -> dict[str, float]:
+        """Cache the run's totals unless those cached are newer (more requests counted).
+
+        With a store behind the network (on Modal), answers overtake each other: a read
+        that a record overtook, or a record answered after a later one, is older than what
+        is cached, and replacing it hid requests' cost from the budget until the next
+        record."""
+        cached = self._totals.get(run_id)
+        if cached is None or totals.get("requests", 0) >= cached.get("requests", 0):
+            self._totals[run_id] = cached = totals
+        return cached
 
     async def _settle(self, metered: _Metered) -> None:
         metered.recorded = True
@@ -436,26 +461,57 @@ class AnthropicProxy:
         await self._record(metered.run_id, metered.usage)
 
     async def _record(self, run_id: str, usage: dict[str, float]) -> None:
-        pending = self.ledger.take_unrecorded(run_id)
-        if pending:
-            usage = {k: usage.get(k, 0) + pending.get(k, 0) for k in usage.keys() | pending}
+        """Add `usage` (and the run's usage not recorded yet) to the store, or keep it.
+
+        Shielded: a client hanging up during a retry must not lose the record. Pending
+        usage stays in the ledger (counted against the budget) until the store has it."""
+        with anyio.CancelScope(shield=True):
+            pending = {}
+            if run_id not in self._flushing:
+                pending = dict(self.ledger.unrecorded.get(run_id) or {})
+            combined = {k: usage.get(k, 0) + pending.get(k, 0) for k in usage.keys() | pending}
+            if not combined:
+                return
+            if pending:
+                self._flushing.add(run_id)  # a concurrent record must not write them too
+            try:
+                if await self._add(run_id, combined):
+                    if pending:
+                        self.ledger.forget_unrecorded(run_id, pending)
+                    return
+            finally:
+                if pending:
+                    self._flushing.discard(run_id)
+            self.ledger.keep_unrecorded(run_id, usage)
+            if not self._closing and (self._flusher is None or self._flusher.done()):
+                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _add(self, run_id: str, usage: dict[str, float]) -> bool:
+        """The store's add, retried; whether it took it."""
         sink = self.usage_sink
         for attempt in range(RECORD_TRIES):
             try:
                 if self._usage_inline:
                     self._totals[run_id] = sink.add(run_id, usage)
                 else:
-                    self._totals[run_id] = await anyio.to_thread.run_sync(sink.add, run_id, usage)
-                return
+                    self._keep_newest(run_id, await anyio.to_thread.run_sync(
+                        sink.add, run_id, usage))
+                return True
             except Exception:
                 if attempt + 1 < RECORD_TRIES:
                     log.warning("recording usage for run %s failed; retrying", run_id)
                     await anyio.sleep(RECORD_BACKOFF * 4**attempt)
                 else:
                     log.exception("could not record usage for run %s; it is kept in memory, "
-                                  "counted against the budget and added to the next record",
-                                  run_id)
-        self.ledger.keep_unrecorded(run_id, usage)
+                                  "counted against the budget and written later", run_id)
+        return False
+
+    async def _flush(self) -> None:
+        """Every `flush_every` s, write the usage kept in memory, until none is left."""
+        while self.ledger.unrecorded:
+            await anyio.sleep(self.flush_every)
+            for run_id in list(self.ledger.unrecorded):
+                await self._record(run_id, {})
 
     def _key_refused(self, status: int, head: _Head) -> None:
         """The upstream refused our key: tell the collaborator (it may end the run)."""

@@ -147,5 +147,14 @@ class Ledger:
         for key, value in usage.items():
             pending[key] = pending.get(key, 0) + value
 
-    def take_unrecorded(self, run_id: str) -> dict[str, float]:
-        return self.unrecorded.pop(run_id, {})
+    def forget_unrecorded(self, run_id: str, recorded: dict[str, float]) -> None:
+        """`recorded` (a copy of what was pending) is in the store now; usage kept since
+        stays pending."""
+        pending = self.unrecorded.get(run_id)
+        if pending is None:
+            return
+        left = {k: v - recorded.get(k, 0) for k, v in pending.items()}
+        if all(abs(v) < 1e-9 for v in left.values()):
+            del self.unrecorded[run_id]
+        else:
+            self.unrecorded[run_id] = left

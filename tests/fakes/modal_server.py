@@ -199,6 +199,8 @@ class FakeModalServicer(api_grpc.ModalClientBase):
     async def _recv(self, name: str, stream) -> Any:
         request = await stream.recv_message()
         self.calls.append((name, request))
+        if self.server.latency:
+            await asyncio.sleep(self.server.latency)
         return request
 
     async def recv_request(self, event: RecvRequest) -> None:
@@ -871,6 +873,9 @@ class FakeModal:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.schedule_sandboxes = True
+        #: Seconds added to every RPC: plays the network between a client and Modal's
+        #: control plane (bench/proxy_fleet.py); the answers themselves stay immediate.
+        self.latency = 0.0
         self.router_port = _free_port()
         self.router_url = f"http://127.0.0.1:{self.router_port}"
         #: Bytes of each V2 stdout/stderr the router keeps (Modal keeps recent output only).

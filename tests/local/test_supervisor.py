@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from ml_agent.backends.local import LocalBackend, registry
 from ml_agent.backends.local.supervisor import Supervisor, _last_seq
+from ml_agent.lines import MAX_LINE_BYTES
 from tests.local.helpers import AGENT, processes_of, seeded_plan
 
 #: Rewrites the pid file until killed, while this test's process reads it; its command line
@@ -155,3 +157,27 @@ def test_a_resumed_runs_own_events_are_numbered_after_its_earlier_legs(tmp_path)
         json.dumps({"type": "assistant_text", "seq": seq, "ts": 1.0, "text": "x"}) + "\n"
         for seq in (1, 2, 7)) + "not an event\n")
     assert _last_seq(events) == 7
+
+
+def test_a_sandbox_line_that_never_ends_does_not_grow_the_supervisor(home):
+    # The supervisor reads the agent's stdout (untrusted) for the whole run: 40 MB with no
+    # newline, then an event. Before, it held the whole line (readline has no cap).
+    from tests.local.test_tail import HUGE_LINE
+
+    supervisor = Supervisor(LocalBackend(home).prepare(seeded_plan(home, AGENT), None))
+    tracemalloc.start()
+    try:
+        with subprocess.Popen([sys.executable, "-c", HUGE_LINE],
+                              stdout=subprocess.PIPE) as agent:
+            supervisor._read(agent)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        supervisor.close()
+    assert peak < 3 * MAX_LINE_BYTES, peak
+    paths = supervisor.paths
+    assert paths.output.stat().st_size > 40 << 20  # output.log keeps all of it
+    assert [json.loads(line)["type"] for line in paths.events.read_text().splitlines()] == [
+        "turn_end"]
+    assert supervisor._last_seq == 1
+    assert f"longer than {MAX_LINE_BYTES} bytes" in paths.log.read_text()

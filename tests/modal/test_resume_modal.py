@@ -201,3 +201,37 @@ def test_an_app_deployed_before_resume_info_gives_the_session_from_the_run_event
     assert env["ML_AGENT_RESUME_SESSION"] == SESSION
     assert float(env["ML_AGENT_BUDGET_USD"]) == pytest.approx(0.75)
     assert fake.function_calls("run_events")
+
+
+def test_a_spent_budget_is_raised_with_budget_on_modal(fake, tmp_path):
+    data = tmp_path / "data"
+    fake.on_stdin = play_agent(data, 1.5, session=SESSION, first_seq=1)
+    assert ml_agent("up", A10, "--task", "train", *BUDGET).exit_code == 0  # $1.5 of $1
+    (record,) = json.loads(ml_agent("ps", "--backend", "modal", "--json").stdout)
+    run_id = record["run_id"]
+
+    low = CliRunner().invoke(build_app(), ["up", "--resume", run_id, "-t", "x",
+                                           "--budget", "1.5"])
+    assert isinstance(low.exception, BackendError)
+    assert (f"run {run_id} has already cost $1.5000: --budget is the run's new total budget "
+            "and must be more than that (got $1.5)") in str(low.exception)
+    assert len(fake.requests("SandboxCreate")) == 1
+
+    fake.on_stdin = play_agent(data, 0.5, session=SESSION, first_seq=4)
+    raised = ml_agent("up", "--resume", run_id, "--task", "evaluate", "--budget", "3")
+    assert raised.exit_code == 0, raised.output
+    _, create2 = fake.requests("SandboxCreate")
+    env = _env_of(fake, create2)
+    assert float(env["ML_AGENT_BUDGET_USD"]) == pytest.approx(1.5)  # $3 less the $1.5 spent
+    # The proxy meters the run across legs: the new token carries the new whole budget.
+    assert fake.dict_items("ml-agent-tokens")[hash_token(env["ANTHROPIC_API_KEY"])][
+        "budget_usd"] == 3.0
+
+    # The next leg, without --budget, keeps the raised budget ($2 spent of $3).
+    fake.on_stdin = play_agent(data, 0.1, session=SESSION, first_seq=7)
+    again = ml_agent("up", "--resume", run_id, "--task", "more")
+    assert again.exit_code == 0, again.output
+    env = _env_of(fake, fake.requests("SandboxCreate")[2])
+    assert float(env["ML_AGENT_BUDGET_USD"]) == pytest.approx(1.0)
+    assert fake.dict_items("ml-agent-tokens")[hash_token(env["ANTHROPIC_API_KEY"])][
+        "budget_usd"] == 3.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
 
 import httpx
 import pytest
@@ -180,3 +181,133 @@ def test_long_context_prices_apply_above_200k_input(model):
 def test_unknown_sonnet_is_priced_at_the_costliest_sonnet_long_prices_included():
     price = pricing.price_for("claude-sonnet-9")
     assert price.long is not None and price.long.output == 22.5
+
+
+class RacingSink(MemoryUsageSink):
+    """A store behind the network whose reads can be overtaken: the second read of a run's
+    totals answers only once a record has landed (what it read is then stale)."""
+
+    nonblocking = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.second_read = threading.Event()
+        self.recorded = threading.Event()
+
+    def get(self, run_id: str) -> dict[str, float]:
+        self.reads += 1
+        totals = super().get(run_id)
+        if self.reads == 1:
+            self.second_read.wait(5)
+        elif self.reads == 2:
+            self.second_read.set()
+            self.recorded.wait(5)
+        return totals
+
+    def add(self, run_id: str, usage: dict[str, float]) -> dict[str, float]:
+        totals = super().add(run_id, usage)
+        self.recorded.set()
+        return totals
+
+
+def test_a_stale_read_of_the_totals_does_not_hide_a_record_from_the_budget(make_proxy):
+    # Two requests start at once on a budget that one answer spends: both read the run's
+    # totals from the store; the first is admitted and recorded while the second read is on
+    # its way. That read (stale: no cost yet) used to replace the fresh totals in the proxy's
+    # cache, so the run looked unspent until its next record: the second request, and any
+    # later one, went through (3x the budget, over the documented 2x).
+    sink = RacingSink()
+    proxied = make_proxy(usage=sink)
+    proxied.fake.default = text("x", usage={"output_tokens": 1000})  # $0.015
+    token = proxied.token(budget=0.01)
+    body = stream_request(1000)  # reserves ~$0.0075: fits
+
+    def post(_: int) -> int:
+        with httpx.Client(timeout=10) as client:
+            return client.post(proxied.url + "/v1/messages", json=body,
+                               headers={"x-api-key": token}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(post, range(2)))
+    later = post(0)
+    assert len(proxied.fake.message_calls()) == 1, (statuses, later)
+    assert statuses == [200, 402] and later == 402
+
+
+class OvertakenRecordSink(MemoryUsageSink):
+    """A store behind the network whose first record's answer arrives after the second's:
+    the totals it answers (without the second record) are then the older ones."""
+
+    nonblocking = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adds = 0
+        self.second_answered = threading.Event()
+
+    def add(self, run_id: str, usage: dict[str, float]) -> dict[str, float]:
+        self.adds += 1
+        n = self.adds
+        totals = super().add(run_id, usage)
+        if n == 1:
+            self.second_answered.wait(5)
+        elif n == 2:
+            threading.Timer(0.2, self.second_answered.set).start()  # after this returns
+        return totals
+
+
+def test_an_older_record_answer_does_not_replace_newer_totals(make_proxy):
+    # Two requests fit together; both answers together spend the budget. The first record's
+    # answer came back last and replaced the totals that had both: a third request went
+    # through on a spent budget.
+    sink = OvertakenRecordSink()
+    proxied = make_proxy(usage=sink)
+    proxied.fake.default = text("x", usage={"output_tokens": 1000}, delay_headers=0.3)
+    token = proxied.token(budget=0.025)  # two reservations of ~$0.0075 fit; two $0.015 spend it
+
+    def post(_: int) -> int:
+        with httpx.Client(timeout=10) as client:
+            return client.post(proxied.url + "/v1/messages", json=stream_request(1000),
+                               headers={"x-api-key": token}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(post, range(2))) == [200, 200]
+    assert post(0) == 402
+    assert len(proxied.fake.message_calls()) == 2
+
+
+def read_to_message_stop_and_hang_up(url: str, token: str, body: dict) -> None:
+    """Read a streamed answer to its last event, then close without waiting for the end of
+    the HTTP body (the proxy records usage just before it sends that end)."""
+    with httpx.Client(timeout=10) as client, client.stream(
+            "POST", url + "/v1/messages", json=body, headers={"x-api-key": token}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if "message_stop" in line:
+                break
+
+
+def test_a_usage_record_retried_as_the_client_hangs_up_is_not_lost(make_proxy):
+    # The first write fails; the client, which has its answer, closes the connection during
+    # the retry's back-off: that cancelled the retry, and the usage was neither recorded
+    # nor kept for the next record.
+    sink = FlakySink(failures=1)
+    proxied = make_proxy(usage=sink)
+    read_to_message_stop_and_hang_up(proxied.url, proxied.token(), stream_request(100))
+    eventually(lambda: sink.get("run-1")["requests"] == 1)
+    assert sink.get("run-1")["output_tokens"] == 20
+
+
+def test_usage_that_cannot_be_recorded_now_is_recorded_later_without_another_request(
+        make_proxy, http):
+    # Every try of the record fails (the store is down for a while): the usage is kept and
+    # written once the store is back, even if the run makes no further request (its last
+    # answer, or a proxy that scales down, would otherwise lose it).
+    sink = FlakySink(failures=3)
+    proxied = make_proxy(usage=sink, flush_every=0.2)
+    response = http.post(proxied.url + "/v1/messages", json=stream_request(100),
+                         headers={"x-api-key": proxied.token()})
+    assert response.status_code == 200
+    eventually(lambda: sink.get("run-1")["requests"] == 1, timeout=5)
+    assert sink.get("run-1")["output_tokens"] == 20

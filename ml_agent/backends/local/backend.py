@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ml_agent import resume
+from ml_agent import lines, resume
 from ml_agent.backends.local import bwrap, envfiles, gpus, image, registry, sandbox, volumes
 from ml_agent.backends.local.registry import FINAL, RunPaths
 from ml_agent.config.types import GpuSpec
@@ -104,12 +104,15 @@ class LocalBackend:
     def up(self, plan: Plan, *, task: str | None, detach: bool) -> RunRecord:
         return self._start(self.prepare(plan, task))
 
-    def resume(self, run_id: str, *, task: str | None, detach: bool) -> RunRecord:
+    def resume(self, run_id: str, *, task: str | None, detach: bool,
+               budget_usd: float | None = None) -> RunRecord:
         """A new sandbox for an ended run: the same run folder and conversation, a new run
-        token, the budget that is left (`ml_agent.resume`)."""
-        return self._start(self.prepare_resume(run_id, task))
+        token, the budget that is left (`ml_agent.resume`); `budget_usd`: the run's new
+        total budget (`up --resume RUN --budget USD`)."""
+        return self._start(self.prepare_resume(run_id, task, budget_usd))
 
-    def prepare_resume(self, run_id: str, task: str | None) -> RunPaths:
+    def prepare_resume(self, run_id: str, task: str | None,
+                       budget_usd: float | None = None) -> RunPaths:
         """Check the run can be resumed, then rewrite its launch.json (a new token, the
         budget left, the session to continue) and start a new leg in run.json."""
         paths = registry.find(run_id, self.home)
@@ -126,7 +129,8 @@ class LocalBackend:
         data_root = Path(launch["host"]["volumes"][plan.data_volume.key])
         result = resume.read_result(data_root, paths.run_id)
         budget = launch.get("run_budget_usd", plan.proxy.budget_usd)
-        left = resume.remaining_budget(record, budget, result)
+        left = resume.remaining_budget(record, budget, result, raised_to=budget_usd)
+        budget = budget if budget_usd is None else budget_usd  # kept for the next leg
         session = resume.find_session(data_root, paths.run_id, result,
                                       self.events(paths.run_id, follow=False))
         self.progress("checking the local sandbox")
@@ -459,36 +463,32 @@ def _display_path(path: str) -> str:
     return path
 
 
-def _tail(paths: RunPaths, lines: int = 8) -> str:
-    text = ""
-    for path in (paths.output, paths.log):
-        with contextlib.suppress(OSError):
-            text += path.read_text(errors="replace")
-    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+def _tail(paths: RunPaths, n: int = 8) -> str:
+    tail = [*lines.last_lines(paths.output, n), *lines.last_lines(paths.log, n)][-n:]
     return "\n".join(tail) or f"see {paths.log}"
 
 
 def _tail_lines(paths: RunPaths, path: Path, follow: bool) -> Iterator[str]:
-    """Complete lines of a growing file; with `follow`, until the run has ended."""
+    """Complete lines of a growing file; with `follow`, until the run has ended. A line is
+    cut at lines.MAX_LINE_BYTES (the agent writes output.log: a line may never end)."""
     pos = 0
-    buf = b""
+    splitter = lines.LineSplitter()
     while True:
         done = not follow or _ended(paths)  # checked before reading: no line is lost
         full = False
+        chunk = b""
         with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
             fh.seek(pos)
             chunk = fh.read(READ_CHUNK)  # a long unread log is not held at once
             pos += len(chunk)
-            buf += chunk
             full = len(chunk) == READ_CHUNK
-        *complete, buf = buf.split(b"\n")
-        for raw in complete:
+        for raw in splitter.feed(chunk):
             yield raw.decode("utf-8", "replace")
         if full:
             continue  # more is there: read it before deciding whether the run has ended
         if done:
-            if buf:
-                yield buf.decode("utf-8", "replace")
+            for raw in splitter.flush():
+                yield raw.decode("utf-8", "replace")
             return
         time.sleep(POLL_S)
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ml_agent import lines
 from ml_agent.backends.local import envfiles, gpus
 from ml_agent.backends.local.registry import (
     RunPaths,
@@ -46,6 +47,8 @@ from ml_agent.backends.local.sandbox import (
 from ml_agent.contracts import TokenRecord, hash_token, protocol
 from ml_agent.errors import UnsafeFile
 from ml_agent.plan import Plan, launch_env
+
+READ_CHUNK = 1 << 16  # bytes of the sandbox's stdout per read
 
 #: After asking the agent to stop: its own grace (agent.py STOP_GRACE_S) plus a margin.
 STOP_GRACE_S = 8.0
@@ -239,23 +242,36 @@ class Supervisor:
         return "succeeded" if exit_code == 0 else "failed"
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
-        """Sandbox stdout -> output.log (all of it) and events.jsonl (protocol events)."""
+        """Sandbox stdout -> output.log (all of it) and events.jsonl (protocol events).
+
+        Read in chunks, split by a LineSplitter: a line that never ends (the agent's output
+        is untrusted) is cut at lines.MAX_LINE_BYTES instead of growing this process."""
         assert proc.stdout is not None
+        splitter = lines.LineSplitter()
         with open(self.paths.output, "ab") as out, open(self.paths.events, "ab") as events:
-            for raw in proc.stdout:
-                out.write(raw)
+            while chunk := os.read(proc.stdout.fileno(), READ_CHUNK):
+                out.write(chunk)
                 out.flush()
-                event = protocol.decode_event(raw.decode("utf-8", "replace"))
-                if event is None:
-                    continue
-                events.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                events.flush()
-                self._last_seq = max(self._last_seq, event["seq"])
-                if isinstance(event.get("cost_usd"), int | float):
-                    self.agent_cost_usd = float(event["cost_usd"])
-                    self.save(agent_cost_usd=self.agent_cost_usd)
-                if event["type"] == protocol.RESULT:
-                    self.result_event = event
+                self._events(splitter.feed(chunk), events)
+            self._events(splitter.flush(), events)
+
+    def _events(self, raws: list[bytes], events: Any) -> None:
+        for raw in raws:
+            event = protocol.decode_event(raw.decode("utf-8", "replace"))
+            if event is None:
+                if lines.was_cut(raw):
+                    self.log(f"warning: the sandbox printed a line longer than "
+                             f"{lines.MAX_LINE_BYTES} bytes (an event is never that long); "
+                             "not read as an event")
+                continue
+            events.write(raw + b"\n")
+            events.flush()
+            self._last_seq = max(self._last_seq, event["seq"])
+            if isinstance(event.get("cost_usd"), int | float):
+                self.agent_cost_usd = float(event["cost_usd"])
+                self.save(agent_cost_usd=self.agent_cost_usd)
+            if event["type"] == protocol.RESULT:
+                self.result_event = event
 
     # -- proxy and syncer --------------------------------------------------------------
     def _start_proxy(self, key: str) -> Any:
@@ -383,11 +399,7 @@ def _last_seq(path: Path) -> int:
 
 
 def _last_line(path: Path) -> str:
-    try:
-        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1] if lines else "no output"
+    return (lines.last_lines(path, 1) or ["no output"])[0]
 
 
 def _feed(fd: int, data: bytes) -> None:

@@ -49,6 +49,7 @@ from ml_agent.contracts import (
 )
 from ml_agent.errors import BackendError, RunNotFound
 from ml_agent.fileio import atomic_write_bytes
+from ml_agent.lines import MAX_LINE_BYTES, was_cut
 
 if TYPE_CHECKING:
     import modal
@@ -212,9 +213,11 @@ class ModalBackend:
         say(f"sandbox {sandbox.object_id} is running")
         return run
 
-    def resume(self, run_id: str, *, task: str | None, detach: bool) -> RunRecord:
+    def resume(self, run_id: str, *, task: str | None, detach: bool,
+               budget_usd: float | None = None) -> RunRecord:
         """A new sandbox for an ended run (`up --resume`): the same run folder on the data
-        volume and the same Claude session, a new run token, the budget left.
+        volume and the same Claude session, a new run token, the budget left; `budget_usd`:
+        the run's new total budget (`--budget`), kept with the run's plan for later legs.
 
         The plan is the run's own, kept in the app's state at `up` (else its config file
         as it is now); the session and the cost so far come from the run folder (the app's
@@ -239,7 +242,11 @@ class ModalBackend:
             self.progress(f"note: the new leg runs {record.config} as it is now (the run's "
                           "own plan, --set overrides included, has expired)")
         info = self._resume_info(record)
-        left = resuming.remaining_budget(record, plan.proxy.budget_usd, info.get("result"))
+        left = resuming.remaining_budget(record, plan.proxy.budget_usd, info.get("result"),
+                                         raised_to=budget_usd)
+        if budget_usd is not None:  # the run's budget from now on (the token gets it whole)
+            plan = plan.model_copy(update={"proxy": plan.proxy.model_copy(
+                update={"budget_usd": budget_usd})})
         session = info.get("session")
         if not resuming.is_session_id(session):  # an app deployed before resume_info
             session = resuming.session_from_events(info.get("events") or [])
@@ -249,8 +256,12 @@ class ModalBackend:
         leg = plan.model_copy(update={"proxy": plan.proxy.model_copy(
             update={"budget_usd": left})}).for_launch(record.run_id, resume_session=session)
         with image_builder(plan.image.builder):
-            return self._up(leg, task=task, progress=None, resumed=record,
-                            run_budget=plan.proxy.budget_usd)
+            run = self._up(leg, task=task, progress=None, resumed=record,
+                           run_budget=plan.proxy.budget_usd)
+        if budget_usd is not None:
+            with modal_errors("recording the run's new budget"):
+                AppState(record.app).put(f"plan:{record.run_id}", plan.model_dump(mode="json"))
+        return run
 
     def _live(self, record: RunRecord) -> bool:
         """The run's sandbox still runs (`ps` would record how a run that ended ended)."""
@@ -468,6 +479,10 @@ class ModalBackend:
         for _, line in read_lines(sandbox, ("stdout",), follow=follow):
             event = protocol.decode_event(line)
             if event is None:
+                if was_cut(line):
+                    self.progress(f"warning: run {run_id} printed a line longer than "
+                                  f"{MAX_LINE_BYTES} bytes (an event is never that long); "
+                                  "skipped")
                 continue
             if first and event["seq"] > 1:
                 yield from self._replay(record, before=event["seq"])

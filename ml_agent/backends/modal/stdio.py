@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ml_agent.lines import LineSplitter
+
 if TYPE_CHECKING:
     import modal
 
@@ -61,16 +63,22 @@ def read_lines(
 
     `follow` reads until the sandbox ends; otherwise until it has been quiet for `idle_s`
     (Modal streams a live sandbox's output without an end). Readers are daemon threads
-    because modal's stream iterators block.
+    because modal's stream iterators block. Lines come without their newline, each cut at
+    `ml_agent.lines.MAX_LINE_BYTES` (the sandbox's output is untrusted): modal's own line
+    splitting, which has no cap, is turned off (`_raw_chunks`).
     """
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
 
     def pump(name: str) -> None:
+        splitter = LineSplitter()
         try:
-            for line in getattr(sandbox, name):
-                lines.put((name, line))
+            for chunk in _raw_chunks(getattr(sandbox, name)):
+                for line in splitter.feed(chunk.encode()):
+                    lines.put((name, line.decode("utf-8", "replace")))
+            for line in splitter.flush():
+                lines.put((name, line.decode("utf-8", "replace")))
         except Exception as exc:  # noqa: BLE001 - reported to the consumer below
-            lines.put((name, f"[ml-agent: reading {name} failed: {exc}]\n"))
+            lines.put((name, f"[ml-agent: reading {name} failed: {exc}]"))
         finally:
             lines.put((name, None))
 
@@ -86,3 +94,20 @@ def read_lines(
             open_streams -= 1
         else:
             yield name, line
+
+
+def _raw_chunks(stream: Any) -> Any:
+    """A sandbox stream's text as it arrives, not split into lines by modal.
+
+    modal makes sandbox streams with `by_line=True` and then joins chunks until a newline
+    comes, however long that takes (io_streams.py `_StreamReaderThroughServer._line_buffer`;
+    V2: `_TextStreamReaderThroughCommandRouter._line_buffer`): its `_by_line` is turned off
+    before the first read, so that our splitter (which caps a line) sees the chunks. When a
+    modal release no longer has it, modal's lines come through, still cut by ours.
+    """
+    from modal._utils.async_utils import synchronizer
+
+    impl = getattr(synchronizer._translate_in(stream), "_impl", None)
+    if impl is not None and isinstance(getattr(impl, "_by_line", None), bool):
+        impl._by_line = False
+    return stream
