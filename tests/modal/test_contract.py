@@ -56,7 +56,7 @@ def test_up_deploys_the_app_and_creates_the_sandbox(fake, backend):
     proxy = fake.function("proxy")
     assert proxy.webhook_config.type == api_pb2.WEBHOOK_TYPE_ASGI_APP
     assert proxy.module_name == "ml_agent.backends.modal.app"
-    assert proxy.max_concurrent_inputs == 64 and proxy.concurrency_limit == 1
+    assert proxy.max_concurrent_inputs == 256 and proxy.concurrency_limit == 1
     syncer = fake.function("syncer")
     assert [(m.mount_path, m.read_only) for m in syncer.volume_mounts] == [
         ("/root/.cache/huggingface/trackio", True)

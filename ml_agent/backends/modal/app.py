@@ -35,7 +35,10 @@ REMOTE_ROOT = "/root"
 PYTHON = "3.11"
 PROXY_PACKAGES = ("starlette>=1.0", "httpx>=0.28,<0.29", "sniffio>=1.3", "pydantic>=2.11,<3")
 SYNCER_PACKAGES = ("trackio>=0.43,<0.44", "huggingface_hub", "pydantic>=2.11,<3")
-PROXY_CONCURRENCY = 64  # requests in flight in the one proxy container
+#: Requests in flight in the one proxy container (it streams: I/O-bound). A sweep runs up
+#: to 100 agents (max_parallel) and an agent may have more than one request open (the
+#: CLI's side calls): 64 made a full sweep queue at Modal's door.
+PROXY_CONCURRENCY = 256
 PROXY_TIMEOUT_S = 3600  # a function's lifetime per input; Modal limits one web request to 150 s
 SYNCER_TIMEOUT_S = 24 * 3600  # Modal's maximum; `up` respawns a syncer that stopped
 FINALIZE_TIMEOUT_S = 300
