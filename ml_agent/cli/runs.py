@@ -756,11 +756,23 @@ def stop(
         runner, run_id = _backend_for(run)
         _stop_run(runner, run_id)
         return
+    records = None
     if sweep is not None:
+        from ml_agent.errors import RunNotFound
         from ml_agent.runs.sweeps import SweepRecord
 
-        sweep = SweepRecord.stop(sweep)  # its driver launches nothing more
-    live = [r for r in _all_records("all") if r.status in ("starting", "running")
+        try:
+            sweep = SweepRecord.stop(sweep)  # its driver launches nothing more
+        except RunNotFound:  # launched from another machine: its runs are in the registry
+            records = _all_records("all")
+            ids = sorted({r.sweep for r in records if r.sweep and r.sweep.startswith(sweep)})
+            if len(ids) != 1:
+                raise
+            sweep = ids[0]
+            _err().print(f"[yellow]warning:[/] sweep {sweep} was launched from another "
+                         "machine: its runs here are stopped, but its driver there may launch "
+                         "more; run `ml-agent stop --sweep` on that machine too")
+    live = [r for r in (records or _all_records("all")) if r.status in ("starting", "running")
             and (sweep is None or r.sweep == sweep)]
     if not live:
         _err().print("no live runs")

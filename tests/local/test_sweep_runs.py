@@ -358,3 +358,24 @@ def test_a_detached_driver_gets_the_variables_its_configs_read(home, tmp_path, c
         "ML_AGENT_SWEEP_TEST_DATASET is not set" in err, err
     assert not driver.log_path(record.sweep_id).exists()
     assert SweepRecord.load(record.sweep_id).driver_pid is None
+
+
+def test_stop_sweep_of_a_sweep_launched_elsewhere_stops_its_runs_here_and_says_so(home,
+                                                                               capsys):
+    """This machine has the sweep's runs in its registry but not the sweep's record (its
+    driver runs on the machine that launched it)."""
+    from tests.local.helpers import AGENT as INTERACTIVE  # lives until it is stopped
+
+    sweep_id = "sw-20261204-1900-abc123"
+    plan = seeded_plan(home, INTERACTIVE)
+    plan = plan.for_launch(plan.launch.run_id, sweep=sweep_id)
+    backend = LocalBackend(home)
+    run = backend.up(plan, task=None, detach=True)
+    assert main(["stop", "--sweep", "sw-nope"]) == 1  # neither a record nor a run of it
+    assert "no sweep 'sw-nope'" in capsys.readouterr().err
+
+    assert main(["stop", "--sweep", sweep_id[:16]]) == 0
+    err = capsys.readouterr().err
+    assert f"sweep {sweep_id} was launched from another machine" in err
+    assert f"run {run.run_id} stopped" in err
+    assert [r.status for r in backend.ps()] == ["stopped"]
