@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ml_agent.plan import Plan
 
 #: The repository files shipped into the sandbox (agent/, .claude/) and the shipped configs.
 #: A built install (wheel, `pip install .`, pre-commit) has them under ml_agent/_bundle (see
@@ -138,6 +141,21 @@ class RunRecord:
     # leg). Each leg: sandbox_id, started_at, ended_at, status. Empty in records written
     # before legs existed: such a run had one leg.
     legs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def launched(cls, plan: Plan, *, backend: str, config: str, now: float | None = None,
+                 **fields: Any) -> RunRecord:
+        """A new run's record from its launch plan: `starting`, its first leg open."""
+        assert plan.launch is not None, "a plan from Plan.for_launch"
+        now = time.time() if now is None else now
+        record = cls(
+            run_id=plan.launch.run_id, backend=backend, app=plan.app, config=config,
+            config_hash=plan.config_hash, gpu=plan.sandbox.gpu, status="starting",
+            created_at=now, run_dir=plan.launch.run_dir, data_volume=plan.data_volume.name,
+            trackio_volume=plan.syncer.volume_name, sweep=plan.launch.sweep, **fields,
+        )
+        record.new_leg(now)
+        return record
 
     def new_leg(self, now: float) -> None:
         """A new sandbox for this run starts: the run is `starting` again; the leg before

@@ -245,22 +245,8 @@ class LocalBackend:
             "share_gpus": bool(lease and lease.shared),
         }
         registry.write_json(paths.launch, launch, mode=0o600)
-        record = RunRecord(
-            run_id=plan.launch.run_id,
-            backend=self.name,
-            app=plan.app,
-            config=_display_path(plan.config_path),
-            config_hash=plan.config_hash,
-            gpu=plan.sandbox.gpu,
-            status="starting",
-            created_at=time.time(),
-            run_dir=plan.launch.run_dir,
-            data_volume=plan.data_volume.name,
-            trackio_volume=plan.syncer.volume_name,
-            sweep=plan.launch.sweep,
-            gpus=leased,
-        )
-        record.new_leg(record.created_at)
+        record = RunRecord.launched(plan, backend=self.name,
+                                    config=_display_path(plan.config_path), gpus=leased)
         registry.write_record(paths, record)
         return paths
 

@@ -172,21 +172,11 @@ class ModalBackend:
             with contextlib.suppress(Exception):
                 self._revoke(plan.app, run_id)
             raise
-        run = resumed or RunRecord(
-            run_id=run_id,
-            backend=self.name,
-            app=plan.app,
-            config=plan.config_path,
-            config_hash=plan.config_hash,
-            gpu=plan.sandbox.gpu,
-            status="starting",
-            created_at=time.time(),
-            run_dir=plan.launch.run_dir,
-            data_volume=plan.data_volume.name,
-            trackio_volume=plan.syncer.volume_name,
-            sweep=plan.launch.sweep,
-        )
-        run.new_leg(time.time() if resumed else run.created_at)
+        if resumed is not None:
+            run = resumed
+            run.new_leg(time.time())
+        else:
+            run = RunRecord.launched(plan, backend=self.name, config=plan.config_path)
         run.status, run.sandbox_id = "running", sandbox.object_id
         with modal_errors("recording the run"):
             self.registry.put(run)
