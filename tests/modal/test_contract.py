@@ -130,18 +130,24 @@ def test_second_up_reuses_the_deployed_app(fake, backend):
     assert [r.run_id for r in backend.ps()] == [second.run_id, first.run_id]
 
 
-def test_an_app_deployed_by_another_ml_agent_version_is_redeployed_under_live_runs(fake,
-                                                                                   backend):
+def test_an_app_deployed_by_another_ml_agent_version_is_redeployed_once_no_run_uses_it(
+        fake, backend):
     from ml_agent.backends.modal.stores import AppState
 
     backend.up(a10("20261126-0315-aaaaaa"), task=None, detach=True)
     AppState("ml-agent").put("code_hash", "what an older ml-agent shipped")
     said: list[str] = []
     backend.up(a10("20261126-0316-bbbbbb"), task=None, detach=True, progress=said.append)
-    assert len(fake.requests("AppPublish")) == 2  # the first run is live: not a refusal
-    assert any("another ml-agent version's code" in line for line in said), said
+    assert len(fake.requests("AppPublish")) == 1  # not under live runs: two proxies at once
+    assert any("is redeployed once its 1 live run(s) have ended" in line for line in said)
+    for sandbox in list(fake.sandboxes.values()):
+        sandbox.exit(0)
     said.clear()
     backend.up(a10("20261126-0317-cccccc"), task=None, detach=True, progress=said.append)
+    assert len(fake.requests("AppPublish")) == 2
+    assert any("deploying app 'ml-agent'" in line for line in said), said
+    said.clear()
+    backend.up(a10("20261126-0318-dddddd"), task=None, detach=True, progress=said.append)
     assert len(fake.requests("AppPublish")) == 2
     assert any("is up to date" in line for line in said), said
 

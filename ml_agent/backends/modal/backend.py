@@ -308,7 +308,8 @@ class ModalBackend:
 
     def ensure_app(self, plan: Plan, say: Progress) -> str:
         """Deploy the proxy and syncer when `plan.app_hash` or the code they run changed
-        (`code_hash`: an upgraded ml-agent); return the proxy URL."""
+        (`code_hash`: an upgraded ml-agent) and no run uses the deployed ones; return the
+        proxy URL. Changed settings under live runs are refused; changed code waits."""
         import modal
         from modal.exception import NotFoundError
 
@@ -327,20 +328,28 @@ class ModalBackend:
         if url:
             say(f"app '{plan.app}' is up to date")
             return url
-        if deployed is not None and deployed != wanted:
+        live = []
+        if deployed is not None:
             live = [r.run_id for r in self._refresh(self.registry.all()) if r.app == plan.app
                     and r.status in LIVE]
-            if live:
-                raise BackendError(
-                    f"the proxy/syncer/data volume settings of app '{plan.app}' changed, but "
-                    f"{len(live)} run(s) still use the deployed ones ({', '.join(live)}). "
-                    "Stop them first (`ml-agent stop --all`) or give this config another `app:`."
-                )
-        if deployed == wanted:  # settings unchanged, code not: live runs keep working
-            say(f"deploying app '{plan.app}' (proxy and syncer): it runs another ml-agent "
-                "version's code (the proxy rolls over; live sandboxes are not touched)")
-        else:
-            say(f"deploying app '{plan.app}' (proxy and syncer)")
+        if live and deployed != wanted:
+            raise BackendError(
+                f"the proxy/syncer/data volume settings of app '{plan.app}' changed, but "
+                f"{len(live)} run(s) still use the deployed ones ({', '.join(live)}). "
+                "Stop them first (`ml-agent stop --all`) or give this config another `app:`."
+            )
+        if live:  # only the code differs (another ml-agent version): not under live runs,
+            # where two proxy containers at once could each miss the other's usage records
+            with modal_errors("checking the deployed app"):
+                try:
+                    url = modal.Function.from_name(plan.app, "proxy").get_web_url()
+                except NotFoundError:
+                    url = None
+            if url:
+                say(f"app '{plan.app}' runs another ml-agent version's proxy/syncer code; it "
+                    f"is redeployed once its {len(live)} live run(s) have ended")
+                return url
+        say(f"deploying app '{plan.app}' (proxy and syncer)")
         with modal_errors("deploying the app"):
             app = build_app(plan)
             app.deploy(name=plan.app)
