@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,7 +75,27 @@ def _plan_and_redactor(
     sets = [*overrides, *([f"backend={backend}"] if backend else [])]
     launch_config, source = load(config, sets, allow=allow)
     plan = build_plan(launch_config, config).for_launch(RUN_ID_PLACEHOLDER)
-    return plan, Redactor(source.shown)
+    return plan, Redactor({**source.shown, **_hidden_hashes(plan, source.shown)})
+
+
+#: What `plan` shows for a hash over values from the environment; it fits in the Modal
+#: sandbox tag (32 characters).
+HIDDEN_HASH = "<hidden: covers ${env:...}>"
+#: Where a hash is printed in part: `plan`'s heading (12), the Modal sandbox tag (32).
+_HASH_PREFIXES = (12, 32)
+
+
+def _hidden_hashes(plan: Plan, shown: Mapping[str, str]) -> dict[str, str]:
+    """The plan's hashes, whole and as printed in part, when values from the environment
+    went into them: a hash over a short secret (a PIN) would let anyone who reads the
+    output find it by trying every value. The run records the real hash."""
+    if not shown:
+        return {}
+    hidden = {}
+    for value in (plan.config_hash, plan.app_hash):
+        for size in (len(value), *_HASH_PREFIXES):
+            hidden[value[:size]] = HIDDEN_HASH
+    return hidden
 
 
 #: Plan fields whose value is one of a few public names (the config accepts nothing
@@ -267,6 +287,11 @@ def _fmt_duration(seconds: int | None) -> str:
     return "none" if seconds is None else f"{format_duration(seconds)} ({seconds} s)"
 
 
+def _short(digest: str) -> str:
+    """A hash as the heading shows it: 12 hex digits (or what `plan` shows instead)."""
+    return digest[:12] if re.fullmatch(r"[0-9a-f]{64}", digest) else digest
+
+
 def render(plan: Plan, console: Console) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -282,8 +307,8 @@ def render(plan: Plan, console: Console) -> None:
     e = escape
     console.print(
         f"[bold]Plan[/] for {e(plan.config_path)}: app [bold]{e(plan.app)}[/], backend "
-        f"[bold]{plan.backend}[/], config hash {plan.config_hash[:12]}, app hash "
-        f"{plan.app_hash[:12]}"
+        f"[bold]{plan.backend}[/], config hash {_short(plan.config_hash)}, app hash "
+        f"{_short(plan.app_hash)}"
     )
     image = table(f"Image: debian slim, Python {plan.image.python}", "#", "layer", "what", "how")
     for i, layer in enumerate(plan.image.layers, start=1):

@@ -238,6 +238,16 @@ def test_plan_shows_env_values_by_name_in_every_format(
     else:
         for shown in (f"app-{decoy}", f"/work/{decoy}", key, f"bar-{key}", f"vol-{decoy}"):
             assert shown in out, shown
+    # Hashes over the values from env would let a reader of the output try values of a
+    # short secret until one matches: none is printed, in whole or in part.
+    from ml_agent.config import load_config
+    from ml_agent.plan import build_plan
+
+    real = build_plan(load_config("configs/env_plan.yaml", [f"backend={backend}"]),
+                      "configs/env_plan.yaml")
+    for value in (real.config_hash, real.app_hash):
+        assert value[:12] not in out + err
+    assert "<hidden: covers ${env:...}>" in out
 
 
 def test_the_plan_the_backends_get_keeps_the_real_values(hostile: Hostile) -> None:
