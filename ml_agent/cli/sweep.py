@@ -75,11 +75,33 @@ def sweep(
         check_budget([p.proxy.budget_usd for p in plans], loaded.spec.budget_usd)
         return
     check_budget([p.proxy.budget_usd for p in plans], loaded.spec.budget_usd)
+    _preflight(plans)
     record = SweepRecord.new(loaded, allow)
     record.save()
     if foreground:
         print(record.sweep_id)
     _launch(record, foreground)
+
+
+def _preflight(plans) -> None:  # type: ignore[no-untyped-def]
+    """What `up` checks before a launch (the key, the sandbox, GPUs), once per backend and
+    per different sandbox: a sweep that cannot start fails here, not in its driver's log."""
+    from ml_agent.backends import get_backend
+    from ml_agent.cli.output import err_console
+
+    runners: dict[str, object] = {}
+    seen: set[str] = set()
+    for plan in plans:
+        key = plan.model_dump_json(include={"backend", "image", "sandbox", "proxy", "syncer"})
+        if key in seen:
+            continue
+        seen.add(key)
+        runner = runners.setdefault(plan.backend, get_backend(plan.backend))
+        if (check := getattr(runner, "check", None)) is not None:
+            check(plan)
+    for runner in runners.values():
+        for warning in dict.fromkeys(getattr(runner, "warnings", [])):
+            err_console().print(f"warning: {warning}", highlight=False, markup=False)
 
 
 def _launch(record, foreground: bool) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ import pytest
 from ml_agent.backends.local import LocalBackend
 from ml_agent.cli import main
 from ml_agent.runs import driver, sweepstate
+from ml_agent.runs.sweepfile import load_sweep
 from ml_agent.runs.sweeps import SweepRecord, sweeps_dir
 from tests.local import test_sweep_runs
 from tests.local.test_sweep_runs import seeded_sweep, wait_for_runs
@@ -34,14 +35,36 @@ def wait_done(sweep_id: str) -> SweepRecord:
     return record
 
 
+def recorded_sweep(path) -> SweepRecord:
+    """A sweep recorded as `ml-agent sweep FILE` records it, before any run is launched."""
+    record = SweepRecord.new(load_sweep(path))
+    record.save()
+    return record
+
+
+def test_a_sweep_that_cannot_start_fails_at_the_terminal_and_records_nothing(home, tmp_path,
+                                                                             capsys, monkeypatch):
+    sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb"], max_parallel=1)
+    config = tmp_path / "base.yaml"
+    config.write_text(config.read_text().replace(f'python: "{HOST}"', f'python: "{OTHER}"'))
+    assert main(["sweep", str(sweep)]) == 1
+    assert f"image.python is '{OTHER}' but this machine's Python is" in capsys.readouterr().err
+    config.write_text(config.read_text().replace(f'python: "{OTHER}"', f'python: "{HOST}"'))
+    monkeypatch.delenv("ANTHROPIC_API_KEY")  # `up`'s checks: here, the proxy's key
+    assert main(["sweep", str(sweep)]) == 1
+    assert "ANTHROPIC_API_KEY" in capsys.readouterr().err
+    assert list(sweeps_dir().glob("sw-*")) == []  # no sweep, no driver, nothing to clean
+
+
 def test_a_failed_driver_is_seen_by_ps_results_and_resume(home, tmp_path, capsys):
     sweep = seeded_sweep(home, tmp_path, ["m-a", "m-bb"], max_parallel=1)
+    recorded = recorded_sweep(sweep)  # `ml-agent sweep` checked it, recorded it... and then
     config = tmp_path / "base.yaml"
     good = config.read_text()
     config.write_text(good.replace(f'python: "{HOST}"', f'python: "{OTHER}"'))  # valid YAML,
     started = time.time()  # refused by the local backend only when the driver launches
 
-    code = main(["sweep", str(sweep)])
+    code = main(["sweep", "--resume", recorded.sweep_id])
     out, err = capsys.readouterr()
     [path] = sweeps_dir().glob("sw-*.json")
     sweep_id = path.stem
@@ -81,10 +104,10 @@ def test_a_failed_driver_is_seen_by_ps_results_and_resume(home, tmp_path, capsys
 
 def test_a_foreground_sweeps_failure_is_recorded_too(home, tmp_path, capsys):
     sweep = seeded_sweep(home, tmp_path, ["m-a"], max_parallel=1)
+    sweep_id = recorded_sweep(sweep).sweep_id
     config = tmp_path / "base.yaml"
     config.write_text(config.read_text().replace(f'python: "{HOST}"', f'python: "{OTHER}"'))
-    assert main(["sweep", str(sweep), "--foreground"]) == 1
-    sweep_id = capsys.readouterr().out.strip()
+    assert main(["sweep", "--resume", sweep_id, "--foreground"]) == 1
     record = SweepRecord.load(sweep_id)
     assert record.driver_pid is None and record.driver_error.startswith("image.python is")
     assert main(["ps", "--sweep", sweep_id]) == 0
