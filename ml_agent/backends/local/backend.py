@@ -137,7 +137,7 @@ class LocalBackend:
         self.check(plan)
         shared = bool(launch.get("share_gpus"))  # a resumed run keeps its way of holding GPUs
         lease = self._take_gpus(plan, paths.run_id, shared)
-        try:
+        with _released_on_error(lease):
             plan = plan.model_copy(update={"proxy": plan.proxy.model_copy(
                 update={"budget_usd": left})})
             plan = plan.for_launch(paths.run_id, resume_session=session)
@@ -153,10 +153,6 @@ class LocalBackend:
             record.new_leg(time.time())
             record.gpus = launch["gpus"]
             registry.write_record(paths, record)
-        except BaseException:
-            if lease:
-                lease.release()
-            raise
         self._lease = lease
         return paths
 
@@ -195,12 +191,8 @@ class LocalBackend:
             self.progress("checking the local sandbox")
             self.check(plan)
         lease = self._take_gpus(plan, plan.launch.run_id, plan.launch.share_gpus)
-        try:
+        with _released_on_error(lease):
             paths = self._prepare(plan, task, lease)
-        except BaseException:
-            if lease:
-                lease.release()
-            raise
         self._lease = lease
         return paths
 
@@ -413,6 +405,17 @@ def _check_gpus(gpu: str) -> None:
             f"ask for at most {len(have)} (e.g. `--set sandbox.gpu={gpu.partition(':')[0]}:"
             f"{len(have)}`), or use the Modal backend"
         )
+
+
+@contextlib.contextmanager
+def _released_on_error(lease: gpus.Lease | None) -> Iterator[None]:
+    """GPUs locked for a launch that fails before its supervisor holds them: let go."""
+    try:
+        yield
+    except BaseException:
+        if lease:
+            lease.release()
+        raise
 
 
 def _kill_leftovers(paths: RunPaths) -> None:
