@@ -153,3 +153,32 @@ def test_a_sweep_dry_run_says_the_gpus_cap_it(root, tmp_path, monkeypatch, capsy
     assert main(["sweep", str(sweep), "--dry-run"]) == 0
     cores = os.cpu_count() or 1
     assert f"at most {min(3, cores)} live at a time" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("model", "modal_type", "match"), [
+    ("NVIDIA A10G", "A10", True), ("NVIDIA A10", "A10", True),
+    ("NVIDIA A100-SXM4-80GB", "A10", False),
+    ("NVIDIA A100-SXM4-80GB", "A100-80GB", True), ("NVIDIA H100 80GB HBM3", "H100!", True),
+    ("NVIDIA L40S", "L4", False), ("NVIDIA L4", "L4", True), ("Tesla T4", "T4", True),
+    ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "RTX-PRO-6000", True),
+    ("NVIDIA B200", "B200+", True), ("NVIDIA H200", "H100", False),
+])
+def test_a_gpu_model_is_matched_to_modal_types_loosely(model, modal_type, match):
+    gpu = gpus.Gpu(index=0, bus="0000:01:00.0", model=model, uuid=None, minor=0)
+    assert gpus.is_type(gpu, modal_type) is match
+
+
+def test_a_gpu_of_another_type_than_the_config_names_is_a_warning(root, tmp_path):
+    from ml_agent.backends.local import LocalBackend
+    from tests.local.helpers import local_plan
+
+    plan = local_plan()
+    for gpu, warned in (("A10:2", False), ("H100", True)):
+        backend = LocalBackend(tmp_path / "home")
+        planned = plan.model_copy(update={"sandbox": plan.sandbox.model_copy(
+            update={"gpu": gpu})})
+        with contextlib.suppress(Exception):  # no key here: the GPU check comes first
+            backend.check(planned)
+        said = [w for w in backend.warnings if w.startswith("sandbox.gpu asks for")]
+        assert said == (["sandbox.gpu asks for H100 but this machine's GPUs are NVIDIA A10: "
+                         "the local backend runs on the GPUs it has"] if warned else [])

@@ -65,7 +65,7 @@ class LocalBackend:
         image.check_run_layers(plan)
         image.check_apt(plan)
         if plan.sandbox.gpu:
-            _check_gpus(plan.sandbox.gpu)
+            self.warnings += _check_gpus(plan.sandbox.gpu)
         envfiles.proxy_key(self.home, plan.proxy.secret, plan.proxy.upstream, os.environ)
         for name in plan.sandbox.secrets:
             envfiles.read_secret(self.home, name)
@@ -388,10 +388,12 @@ def spawn_detached(
     return int(out.stdout)
 
 
-def _check_gpus(gpu: str) -> None:
-    """The GPUs `sandbox.gpu` asks for exist on this machine (free or not: `take` says)."""
+def _check_gpus(gpu: str) -> list[str]:
+    """The GPUs `sandbox.gpu` asks for exist on this machine (free or not: `take` says);
+    a warning when none is of the type it names (the local backend runs on what it has)."""
     have = gpus.inventory()
-    count = GpuSpec.parse(gpu).count
+    spec = GpuSpec.parse(gpu)
+    count = spec.count
     if not have:
         where = gpus.root() / gpus.GPUS_DIR
         raise SandboxError(
@@ -405,6 +407,11 @@ def _check_gpus(gpu: str) -> None:
             f"ask for at most {len(have)} (e.g. `--set sandbox.gpu={gpu.partition(':')[0]}:"
             f"{len(have)}`), or use the Modal backend"
         )
+    if not any(gpus.is_type(g, spec.type) for g in have):
+        models = ", ".join(dict.fromkeys(g.model for g in have))
+        return [f"sandbox.gpu asks for {spec.type} but this machine's GPUs are {models}: the "
+                "local backend runs on the GPUs it has"]
+    return []
 
 
 @contextlib.contextmanager

@@ -65,6 +65,13 @@ class Gpu:
                 "minor": self.minor, "shared": shared}
 
 
+def is_type(gpu: Gpu, modal_type: str) -> bool:
+    """Whether the GPU's model is of a Modal GPU type (`A10` is an "NVIDIA A10G", not an
+    "NVIDIA A100"; `A100-80GB` is any A100, `H100!` any H100): a loose check, for warnings."""
+    token = modal_type.rstrip("!+").split("-")[0].upper()
+    return re.search(rf"(?<![A-Z0-9]){re.escape(token)}(?![0-9])", gpu.model.upper()) is not None
+
+
 def root(environ: Mapping[str, str] | None = None) -> Path:
     """Where the NVIDIA driver's files are found: `$ML_AGENT_GPU_ROOT`, default `/`."""
     env = os.environ if environ is None else environ
