@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from ml_agent.backends.modal.stores import ModalUsageSink
 from ml_agent.cli.app import build_app
 from ml_agent.contracts import ROOT
+from tests.modal.cli import ml_agent
 
 A10 = "configs/a10.yaml"
 
@@ -17,12 +18,6 @@ A10 = "configs/a10.yaml"
 @pytest.fixture
 def fake(modal_with_secrets):
     return modal_with_secrets
-
-
-def ml_agent(*args: str):
-    result = CliRunner().invoke(build_app(), list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result
 
 
 def test_up_detach_then_manage_the_run(fake, monkeypatch):

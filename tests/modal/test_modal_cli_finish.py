@@ -13,11 +13,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from ml_agent.backends.modal.stores import ModalUsageSink
-from ml_agent.cli.app import build_app
 from ml_agent.contracts import ROOT, protocol
+from tests.modal.cli import ml_agent
 
 A10 = "configs/a10.yaml"
 SYNCER = ("--set", "syncer.enabled=true")
@@ -29,12 +28,6 @@ def fake(modal_run_end, monkeypatch):
     modal_run_end.servicer.function_results["sync_now"] = SYNC_REPORT
     monkeypatch.chdir(ROOT)
     return modal_run_end
-
-
-def ml_agent(*args: str):
-    result = CliRunner().invoke(build_app(), list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result
 
 
 def said(result) -> str:

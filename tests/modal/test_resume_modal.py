@@ -19,6 +19,7 @@ from ml_agent.backends.modal.stores import ModalUsageSink
 from ml_agent.cli.app import build_app
 from ml_agent.contracts import ROOT, hash_token, protocol
 from ml_agent.errors import BackendError
+from tests.modal.cli import ml_agent
 
 A10 = "configs/a10.yaml"
 BUDGET = ("--set", "proxy.budget_usd=1")
@@ -29,12 +30,6 @@ SESSION = "0f1e2d3c-4b5a-4697-8877-665544332211"
 def fake(modal_run_end, monkeypatch):
     monkeypatch.chdir(ROOT)
     return modal_run_end
-
-
-def ml_agent(*args: str):
-    result = CliRunner().invoke(build_app(), list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result
 
 
 def play_agent(data: Path, cost: float, *, session: str | None, first_seq: int):
